@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs every Debian package streamkv needs to build, test and run. Idempotent and
+# non-interactive; run as root (CI) or with sudo. Set STREAMKV_CORE_ONLY=1 to skip the server's
+# dependencies (gRPC, Protobuf, prometheus-cpp, image codecs).
+set -euo pipefail
+
+core=(
+  build-essential cmake ninja-build ccache pkg-config git
+  libtorch-dev libopenblas0-openmp
+  libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
+)
+server=(
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  prometheus-cpp-dev libturbojpeg0-dev libpng-dev prometheus
+)
+
+packages=("${core[@]}")
+[ "${STREAMKV_CORE_ONLY:-0}" = 1 ] || packages+=("${server[@]}")
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+sudo=""
+[ "$(id -u)" = 0 ] || sudo=sudo
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "install-deps: installed ${missing[*]}"

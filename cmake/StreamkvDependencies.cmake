@@ -2,6 +2,7 @@
 # GoogleTest, benchmarks Google Benchmark; the server adds gRPC, Protobuf and prometheus-cpp.
 find_package(Torch REQUIRED)
 find_package(absl REQUIRED)
+find_package(nlohmann_json REQUIRED)
 find_package(Threads REQUIRED)
 if(STREAMKV_BUILD_TESTS)
   find_package(GTest REQUIRED)

@@ -1,0 +1,141 @@
+// End-to-end STream3R streaming benchmark: per-frame latency and peak RSS for one policy.
+//
+//   streamkv-bench-stream3r --size=tiny --frames=100 --policy=layerwise \
+//       --policy_params=budget_frames=16
+//
+// Weights are random (written once to --work_dir). Run one policy per process: peak RSS is the
+// process's high-water mark.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "models/stream3r/stream3r_model.h"
+#include "models/stream3r/tiny_model.h"
+
+ABSL_FLAG(std::string, size, "tiny", "tiny | mid | full (the released architecture)");
+ABSL_FLAG(int64_t, frames, 100, "Frames streamed");
+ABSL_FLAG(int64_t, height, 0, "Input frame height (default: 0.75 × the model's width)");
+ABSL_FLAG(std::string, policy, "none", "Eviction policy");
+ABSL_FLAG(std::string, policy_params, "", "name=value,...");
+ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
+ABSL_FLAG(std::string, work_dir, "out/bench-models", "Where random checkpoints are kept");
+
+namespace streamkv::models::stream3r {
+namespace {
+
+Stream3rConfig ConfigForSize(const std::string& size) {
+  if (size == "full") return Stream3rConfig{};
+  Stream3rConfig c = TinyStream3rConfig();
+  if (size == "mid") {
+    // A quarter-width backbone at 224: 16 patches per row, 12 aa blocks.
+    c.aggregator.img_size = 224;
+    c.aggregator.embed_dim = 256;
+    c.aggregator.depth = 12;
+    c.aggregator.num_heads = 4;
+    c.aggregator.patch_embed_depth = 4;
+    c.aggregator.patch_embed_num_heads = 4;
+    c.camera_head.dim_in = 512;
+    c.camera_head.trunk_depth = 2;
+    c.camera_head.num_heads = 4;
+    for (DptHeadConfig* head : {&c.depth_head, &c.point_head}) {
+      head->dim_in = 512;
+      head->features = 64;
+      head->out_channels = {32, 64, 128, 128};
+      head->intermediate_layer_idx = {2, 5, 8, 11};
+    }
+  }
+  return c;
+}
+
+int64_t PeakRssMiB() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss / 1024;
+}
+
+int Run() {
+  const std::string size = absl::GetFlag(FLAGS_size);
+  if (size != "tiny" && size != "mid" && size != "full") {
+    std::cerr << "error: --size must be tiny, mid or full\n";
+    return 2;
+  }
+  const Stream3rConfig config = ConfigForSize(size);
+  const std::string dir = absl::StrCat(absl::GetFlag(FLAGS_work_dir), "/", size);
+  if (!std::filesystem::exists(dir + "/model.safetensors")) {
+    if (absl::Status s = WriteRandomStream3r(dir, config, 0); !s.ok()) {
+      std::cerr << "error: " << s.message() << "\n";
+      return 1;
+    }
+  }
+  Stream3rModelOptions options;
+  options.device = c10::Device(absl::GetFlag(FLAGS_device));
+  if (options.device.is_cuda()) options.backbone_dtype = c10::kBFloat16;
+  auto model = Stream3rModel::Load(dir + "/config.json", dir + "/model.safetensors", options);
+  if (!model.ok()) {
+    std::cerr << "error: " << model.status().message() << "\n";
+    return 1;
+  }
+  const int64_t width = config.aggregator.img_size;
+  const int64_t height = absl::GetFlag(FLAGS_height) > 0 ? absl::GetFlag(FLAGS_height)
+                                                         : width * 3 / 4;
+  StreamOptions stream_options{absl::GetFlag(FLAGS_policy), {}, height, width};
+  for (absl::string_view item :
+       absl::StrSplit(absl::GetFlag(FLAGS_policy_params), ',', absl::SkipEmpty())) {
+    std::vector<std::string> kv = absl::StrSplit(item, absl::MaxSplits('=', 1));
+    stream_options.policy_params[kv[0]] = kv.size() > 1 ? kv[1] : "";
+  }
+  auto stream = (*model)->OpenStream(stream_options);
+  if (!stream.ok()) {
+    std::cerr << "error: " << stream.status().message() << "\n";
+    return 1;
+  }
+  at::manual_seed(0);
+  const at::Tensor frame = at::randint(0, 256, {3, height, width}, at::kByte);
+  const int64_t frames = absl::GetFlag(FLAGS_frames);
+  std::vector<double> total_ms, evict_ms;
+  for (int64_t i = 0; i < frames; ++i) {
+    auto result = (*model)->ProcessFrame(**stream, {frame});
+    if (!result.ok()) {
+      std::cerr << "error: " << result.status().message() << "\n";
+      return 1;
+    }
+    const FrameTimings& t = result->timings;
+    total_ms.push_back(t.preprocess_ms + t.model_ms + t.evict_ms);
+    evict_ms.push_back(t.evict_ms);
+  }
+  auto at_frame = [&](int64_t n) { return total_ms[std::min<int64_t>(n, frames) - 1]; };
+  const double mean = std::accumulate(total_ms.begin(), total_ms.end(), 0.0) / frames;
+  const double evict = std::accumulate(evict_ms.begin(), evict_ms.end(), 0.0) / frames;
+  std::printf("size=%s frames=%lld %lldx%lld policy=%s %s threads=%d\n", size.c_str(),
+              static_cast<long long>(frames), static_cast<long long>(height),
+              static_cast<long long>(width), stream_options.policy.c_str(),
+              absl::GetFlag(FLAGS_policy_params).c_str(), at::get_num_threads());
+  std::printf("ms/frame: frame1 %.1f  frame50 %.1f  frame%lld %.1f  mean %.1f  (evict mean %.2f)\n",
+              at_frame(1), at_frame(50), static_cast<long long>(frames), at_frame(frames), mean,
+              evict);
+  std::printf("cache tokens %lld  peak RSS %lld MiB\n",
+              static_cast<long long>((*stream)->caches().front()->Snapshot().total_tokens),
+              static_cast<long long>(PeakRssMiB()));
+  return 0;
+}
+
+}  // namespace
+}  // namespace streamkv::models::stream3r
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return streamkv::models::stream3r::Run();
+}

@@ -1,7 +1,7 @@
 // End-to-end STream3R streaming benchmark: per-frame latency and peak RSS for one policy.
 //
-//   streamkv-bench-stream3r --size=tiny --frames=100 --policy=layerwise \
-//       --policy_params=budget_frames=16
+//   streamkv-bench-stream3r --size=tiny --frames=100 --policy=layerwise
+//                           --policy_params=budget_frames=16
 //
 // Weights are random (written once to --work_dir). Run one policy per process: peak RSS is the
 // process's high-water mark.
@@ -116,16 +116,21 @@ int Run() {
     total_ms.push_back(t.preprocess_ms + t.model_ms + t.evict_ms);
     evict_ms.push_back(t.evict_ms);
   }
-  auto at_frame = [&](int64_t n) { return total_ms[std::min<int64_t>(n, frames) - 1]; };
-  const double mean = std::accumulate(total_ms.begin(), total_ms.end(), 0.0) / frames;
+  // Mean latency of frames [first, last] (1-based, clamped): single frames are noisy.
+  auto window = [&](int64_t first, int64_t last) {
+    first = std::clamp<int64_t>(first, 1, frames);
+    last = std::clamp<int64_t>(last, first, frames);
+    return std::accumulate(total_ms.begin() + first - 1, total_ms.begin() + last, 0.0) /
+           static_cast<double>(last - first + 1);
+  };
   const double evict = std::accumulate(evict_ms.begin(), evict_ms.end(), 0.0) / frames;
   std::printf("size=%s frames=%lld %lldx%lld policy=%s %s threads=%d\n", size.c_str(),
               static_cast<long long>(frames), static_cast<long long>(height),
               static_cast<long long>(width), stream_options.policy.c_str(),
               absl::GetFlag(FLAGS_policy_params).c_str(), at::get_num_threads());
-  std::printf("ms/frame: frame1 %.1f  frame50 %.1f  frame%lld %.1f  mean %.1f  (evict mean %.2f)\n",
-              at_frame(1), at_frame(50), static_cast<long long>(frames), at_frame(frames), mean,
-              evict);
+  std::printf("ms/frame: frame 1 %.1f | frames 46-55 %.1f | last 10 %.1f | all %.1f | "
+              "evict %.2f\n",
+              window(1, 1), window(46, 55), window(frames - 9, frames), window(1, frames), evict);
   std::printf("cache tokens %lld  peak RSS %lld MiB\n",
               static_cast<long long>((*stream)->caches().front()->Snapshot().total_tokens),
               static_cast<long long>(PeakRssMiB()));

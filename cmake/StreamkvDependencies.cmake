@@ -21,6 +21,18 @@ if(NOT TARGET streamkv_torch)
   add_library(streamkv::torch ALIAS streamkv_torch)
 endif()
 
+# Image decoding (offline command, server): on when libjpeg-turbo and libpng are both present.
+find_package(PkgConfig)
+find_package(PNG)
+if(PkgConfig_FOUND)
+  pkg_check_modules(TURBOJPEG IMPORTED_TARGET libturbojpeg)
+endif()
+if(PNG_FOUND AND TURBOJPEG_FOUND)
+  set(STREAMKV_IMAGE_IO ON)
+else()
+  set(STREAMKV_IMAGE_IO OFF)
+endif()
+
 if(STREAMKV_BUILD_SERVER)
   find_package(Protobuf REQUIRED)
   find_package(gRPC CONFIG REQUIRED)

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Installs every Debian package streamkv needs to build, test and run. Idempotent and
 # non-interactive; run as root (CI) or with sudo. Set STREAMKV_CORE_ONLY=1 to skip the server's
-# dependencies (gRPC, Protobuf, prometheus-cpp, image codecs).
+# dependencies (gRPC, Protobuf, prometheus-cpp, Prometheus).
 set -euo pipefail
 
 core=(
   build-essential cmake ninja-build ccache pkg-config git
   libtorch-dev libopenblas0-openmp
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
+  libturbojpeg0-dev libpng-dev
 )
 server=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  prometheus-cpp-dev libturbojpeg0-dev libpng-dev prometheus
+  prometheus-cpp-dev prometheus
 )
 
 packages=("${core[@]}")

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/attention_with_scores.h"
+
 namespace streamkv::models::stream3r {
 
 at::Tensor CheckpointParamSource::Get(const std::string& name, at::IntArrayRef shape) {
@@ -135,8 +137,17 @@ at::Tensor FramePositions(int64_t num_special, int64_t grid_h, int64_t grid_w, c
 at::Tensor SoftmaxAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                             const at::Tensor& mask) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  if (!mask.defined()) {
+    // Every (batch, head) pair attends independently: fold them into the kernel's head axis. The
+    // chunked kernel reuses its buffers, so it never holds a [B, H, N, T] matrix.
+    kernels::AttentionScoresOptions output_only;
+    output_only.head_mean_scores = false;
+    return kernels::AttentionWithKeyScores(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1),
+                                           scale, output_only)
+        .output.view(q.sizes());
+  }
   at::Tensor logits = at::matmul(q, k.transpose(-2, -1)).mul_(scale);  // [B, H, N, T]
-  if (mask.defined()) logits.add_(mask);
+  logits.add_(mask);
   return at::matmul(at::softmax(logits, -1), v);
 }
 

@@ -1,11 +1,13 @@
-// Offline inference: streams a .npy stack of frames through a model with an eviction policy.
+// Offline inference: streams a folder of images (JPEG/PNG, in name order) or a .npy stack of
+// frames through a model with an eviction policy.
 //
-//   streamkv-infer --model_dir=DIR --input=frames.npy --out=OUT --policy=layerwise \
-//       --policy_params=budget_frames=16 [--save_kept_ids]
+//   streamkv-infer --model_dir=DIR --input=frames/ --out=OUT --policy=layerwise
+//                  --policy_params=budget_frames=16 [--save_kept_ids]
 //
 // Writes OUT/frame_NNNNNN/<output>.npy per frame (upstream output keys), OUT/cache_tokens.csv
 // (frame, layer, tokens, evicted) and, with --save_kept_ids, OUT/frame_NNNNNN/kept_ids/
 // layer_LL.npy: the ids (frame·P_tok + position) of the tokens each layer keeps after the frame.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -21,11 +23,17 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/ascii.h"
 #include "models/io/npy.h"
+#ifdef STREAMKV_WITH_IMAGE_IO
+#include "models/io/image.h"
+#endif
 #include "models/stream3r/stream3r_model.h"
 
 ABSL_FLAG(std::string, model_dir, "", "Folder with config.json and model.safetensors");
-ABSL_FLAG(std::string, input, "", ".npy stack of frames [S, 3, H, W], uint8 or float32 in [0, 1]");
+ABSL_FLAG(std::string, input, "",
+          "Folder of JPEG/PNG images (name order), or a .npy stack [S, 3, H, W] of uint8 or "
+          "float32 in [0, 1]");
 ABSL_FLAG(std::string, out, "out/infer", "Output folder");
 ABSL_FLAG(std::string, policy, "none", "Eviction policy name");
 ABSL_FLAG(std::string, policy_params, "", "Policy parameters as name=value,name=value");
@@ -53,6 +61,38 @@ absl::StatusOr<cache::PolicyParams> ParsePolicyParams(const std::string& text) {
   return params;
 }
 
+// Frames [3, H, W] from a folder of images or a .npy stack.
+absl::StatusOr<std::vector<at::Tensor>> ReadFrames(const std::string& input) {
+  std::vector<at::Tensor> frames;
+  if (!std::filesystem::is_directory(input)) {
+    absl::StatusOr<at::Tensor> stack = ReadNpy(input);
+    if (!stack.ok()) return stack.status();
+    if (stack->dim() != 4 || stack->size(1) != 3) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--input ", input, " must be [S, 3, H, W], got ", stack->dim(), " dims"));
+    }
+    for (int64_t i = 0; i < stack->size(0); ++i) frames.push_back((*stack)[i]);
+    return frames;
+  }
+#ifdef STREAMKV_WITH_IMAGE_IO
+  std::vector<std::filesystem::path> paths;
+  for (const auto& entry : std::filesystem::directory_iterator(input)) {
+    const std::string ext = absl::AsciiStrToLower(entry.path().extension().string());
+    if (ext == ".jpg" || ext == ".jpeg" || ext == ".png") paths.push_back(entry.path());
+  }
+  std::sort(paths.begin(), paths.end());
+  if (paths.empty()) return absl::InvalidArgumentError(absl::StrCat(input, " has no images"));
+  for (const std::filesystem::path& path : paths) {
+    absl::StatusOr<at::Tensor> image = ReadImageFile(path.string());
+    if (!image.ok()) return image.status();
+    frames.push_back(*image);
+  }
+  return frames;
+#else
+  return absl::UnimplementedError("built without JPEG/PNG decoding; pass a .npy stack");
+#endif
+}
+
 // Ids (frame·P_tok + position) of the tokens `layer` holds, [G, T] int64.
 at::Tensor KeptIds(const cache::KvCache& cache, int64_t layer) {
   const cache::LayerView view = cache.layer(layer);
@@ -76,15 +116,12 @@ int Run() {
       model_dir + "/config.json", model_dir + "/model.safetensors", options);
   if (!model.ok()) return Fail(model.status().message());
 
-  absl::StatusOr<at::Tensor> frames = ReadNpy(absl::GetFlag(FLAGS_input));
+  absl::StatusOr<std::vector<at::Tensor>> frames = ReadFrames(absl::GetFlag(FLAGS_input));
   if (!frames.ok()) return Fail(frames.status().message());
-  if (frames->dim() != 4 || frames->size(1) != 3) {
-    return Fail(absl::StrCat("--input must be [S, 3, H, W], got ", frames->dim(), " dims"));
-  }
   absl::StatusOr<cache::PolicyParams> params = ParsePolicyParams(absl::GetFlag(FLAGS_policy_params));
   if (!params.ok()) return Fail(params.status().message());
-  StreamOptions stream_options{absl::GetFlag(FLAGS_policy), *params, frames->size(2),
-                               frames->size(3)};
+  StreamOptions stream_options{absl::GetFlag(FLAGS_policy), *params, frames->front().size(1),
+                               frames->front().size(2)};
   absl::StatusOr<std::unique_ptr<StreamState>> stream = (*model)->OpenStream(stream_options);
   if (!stream.ok()) return Fail(stream.status().message());
 
@@ -92,7 +129,7 @@ int Run() {
   std::filesystem::create_directories(out);
   std::ofstream csv(out / "cache_tokens.csv");
   csv << "frame,layer,tokens,evicted\n";
-  for (int64_t i = 0; i < frames->size(0); ++i) {
+  for (int64_t i = 0; i < static_cast<int64_t>(frames->size()); ++i) {
     absl::StatusOr<FrameResult> result = (*model)->ProcessFrame(**stream, {(*frames)[i]});
     if (!result.ok()) return Fail(result.status().message());
     const std::filesystem::path dir = out / absl::StrFormat("frame_%06d", i);

@@ -15,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "models/weights/checkpoint.h"
+#include "tests/unit/models/stream3r/random_checkpoint.h"
 
 namespace streamkv::models::stream3r {
 namespace {
@@ -27,27 +28,6 @@ CameraHeadConfig TinyConfig() {
   c.mlp_ratio = 2.0;
   c.num_iterations = 3;
   return c;
-}
-
-// Random parameters for every listed name (LayerNorm weights near 1), minus `skip`, written under
-// the test temp dir and opened again.
-std::unique_ptr<Checkpoint> WriteRandomCheckpoint(const ParameterShapeList& shapes,
-                                                  const std::string& file,
-                                                  const std::string& skip = "") {
-  at::manual_seed(4321);
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (const auto& [name, shape] : shapes) {
-    if (name == skip) continue;
-    at::Tensor t = at::randn(shape) * 0.2;
-    if (absl::StrContains(name, "norm") && absl::EndsWith(name, ".weight")) t.add_(1.0);
-    tensors.emplace_back(name, t);
-  }
-  const std::string path = ::testing::TempDir() + "/" + file;
-  const absl::Status written = WriteSafetensors(path, tensors);
-  EXPECT_TRUE(written.ok()) << written;
-  auto ckpt = Checkpoint::Open(path);
-  EXPECT_TRUE(ckpt.ok()) << ckpt.status();
-  return std::move(ckpt).value();
 }
 
 CameraHead LoadTiny(const CameraHeadConfig& cfg = TinyConfig()) {

@@ -6,6 +6,13 @@
 
 #include <ATen/ATen.h>
 
+#ifdef STREAMKV_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "kernels/cuda/attention_with_scores.cuh"
+#endif
+
 namespace streamkv::kernels {
 namespace {
 
@@ -140,6 +147,81 @@ AttentionWithScores ChunkedReferenceAttention(const at::Tensor& q, const at::Ten
   return result;
 }
 
+#ifdef STREAMKV_WITH_CUDA
+// The CUDA kernel covers the serving configurations: float16/bfloat16 inputs with head dim 64
+// (aggregator) or 128 (camera trunk). Everything else on CUDA takes the chunked reference.
+bool CudaKernelSupports(const at::Tensor& q) {
+  const bool half_type = q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16;
+  return q.is_cuda() && half_type && (q.size(2) == 64 || q.size(2) == 128);
+}
+
+// The kernel reads [H, rows, D] through element strides but needs unit stride along D.
+at::Tensor UnitStrideLastDim(const at::Tensor& t) {
+  return t.stride(2) == 1 ? t : t.contiguous();
+}
+
+// Two-pass CUDA kernel (kernels/cuda/attention_with_scores.cu). Allocates the output, the [H, N]
+// log-sum-exp workspace and the requested scores; the only other scratch is an [H, T] buffer for
+// head-mean sums when per-head scores are not requested. Nothing is O(N·T).
+AttentionWithScores CudaKernelAttention(const at::Tensor& q_in, const at::Tensor& k_in,
+                                        const at::Tensor& v_in, double scale,
+                                        const AttentionScoresOptions& options) {
+  const c10::cuda::CUDAGuard device_guard(q_in.device());
+  const at::Tensor q = UnitStrideLastDim(q_in);
+  const at::Tensor k = UnitStrideLastDim(k_in);
+  const at::Tensor v = UnitStrideLastDim(v_in);
+  const int64_t num_heads = q.size(0);
+  const int64_t num_queries = q.size(1);
+  const int64_t num_keys = k.size(1);
+  const at::TensorOptions f32 = q.options().dtype(at::kFloat);
+  const cuda::ScoreReduction reduction = options.reduction == QueryReduction::kSum
+                                             ? cuda::ScoreReduction::kSum
+                                             : cuda::ScoreReduction::kMax;
+
+  AttentionWithScores result;
+  result.output = at::empty({num_heads, num_queries, q.size(2)}, q.options());
+  const at::Tensor lse = at::empty({num_heads, num_queries}, f32);
+  if (options.head_mean_scores) result.key_scores = at::empty({num_keys}, f32);
+  if (options.per_head_scores) result.head_key_scores = at::empty({num_heads, num_keys}, f32);
+  at::Tensor head_workspace;
+  if (cuda::AttentionNeedsHeadWorkspace(options.head_mean_scores, options.per_head_scores,
+                                        reduction)) {
+    head_workspace = at::empty({num_heads, num_keys}, f32);
+  }
+
+  cuda::AttentionWithScoresArgs args;
+  args.dtype = q.scalar_type() == at::kHalf ? cuda::AttentionDtype::kFloat16
+                                            : cuda::AttentionDtype::kBFloat16;
+  args.head_dim = static_cast<int>(q.size(2));
+  args.num_heads = num_heads;
+  args.num_queries = num_queries;
+  args.num_keys = num_keys;
+  args.q = q.data_ptr();
+  args.q_stride_head = q.stride(0);
+  args.q_stride_row = q.stride(1);
+  args.k = k.data_ptr();
+  args.k_stride_head = k.stride(0);
+  args.k_stride_row = k.stride(1);
+  args.v = v.data_ptr();
+  args.v_stride_head = v.stride(0);
+  args.v_stride_row = v.stride(1);
+  args.out = result.output.data_ptr();
+  args.out_stride_head = result.output.stride(0);
+  args.out_stride_row = result.output.stride(1);
+  args.scale = static_cast<float>(scale);
+  args.reduction = reduction;
+  args.lse = lse.data_ptr<float>();
+  args.key_scores = options.head_mean_scores ? result.key_scores.data_ptr<float>() : nullptr;
+  args.head_scores = options.per_head_scores ? result.head_key_scores.data_ptr<float>() : nullptr;
+  args.head_workspace = head_workspace.defined() ? head_workspace.data_ptr<float>() : nullptr;
+  const cudaError_t err =
+      cuda::LaunchAttentionWithScores(args, at::cuda::getCurrentCUDAStream().stream());
+  TORCH_CHECK(err == cudaSuccess, "AttentionWithKeyScores: CUDA kernel launch failed: ",
+              cudaGetErrorString(err));
+  return result;
+}
+#endif  // STREAMKV_WITH_CUDA
+
 }  // namespace
 
 AttentionWithScores AttentionWithKeyScores(const at::Tensor& q, const at::Tensor& k,
@@ -148,8 +230,10 @@ AttentionWithScores AttentionWithKeyScores(const at::Tensor& q, const at::Tensor
   CheckArguments(q, k, v, scale, options);
   // Inference only: out= variants reject inputs that require grad while grad mode is on.
   at::NoGradGuard no_grad;
-  // Today every device takes the chunked ATen reference; a CUDA kernel will be routed here by
-  // device later.
+#ifdef STREAMKV_WITH_CUDA
+  if (CudaKernelSupports(q)) return CudaKernelAttention(q, k, v, scale, options);
+#endif
+  // CPU, and CUDA configurations the kernel does not cover (float32, other head dims).
   return ChunkedReferenceAttention(q, k, v, scale, options);
 }
 

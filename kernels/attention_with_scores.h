@@ -38,8 +38,9 @@ struct AttentionWithScores {
 //   q:     [H, N, D]   queries of the current frame
 //   k, v:  [H, T, D]   keys and values attended to (cache and current frame), same dtype as q
 //   scale: logit multiplier, usually 1/sqrt(D)
-// Accumulates in float32 whatever the input dtype. The single dispatch point: routes tensors to the
-// implementation for their device (today the chunked ATen reference on every device).
+// Accumulates in float32 whatever the input dtype. The single dispatch point: bf16/fp16 CUDA
+// tensors with head_dim 64 or 128 take the two-pass CUDA kernel (when built with CUDA); everything
+// else takes the chunked ATen reference.
 // Throws c10::Error on malformed shapes; callers at module boundaries convert it to a Status.
 AttentionWithScores AttentionWithKeyScores(const at::Tensor& q, const at::Tensor& k,
                                            const at::Tensor& v, double scale,

@@ -5,6 +5,13 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#ifdef STREAMKV_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "kernels/cuda/compaction.cuh"
+#endif
+
 namespace streamkv::kernels {
 namespace {
 
@@ -63,6 +70,27 @@ void CompactRowsGather(at::Tensor& data, const at::Tensor& keep) {
   flat.narrow(1, 0, kept).copy_(gathered);
 }
 
+#ifdef STREAMKV_WITH_CUDA
+// CUDA: the gather kernel (kernels/cuda/compaction.cu) copies the kept rows into a scratch tensor
+// of K rows per group, which then goes back to the front of each group on the same stream.
+void CompactRowsCuda(at::Tensor& data, const at::Tensor& keep) {
+  const c10::cuda::CUDAGuard device_guard(data.device());
+  const at::Tensor index = keep.to(data.device()).contiguous();
+  const int64_t groups = data.size(0);
+  const int64_t capacity = data.size(1);
+  const int64_t kept = index.size(-1);
+  const int64_t row_bytes = data.numel() / (groups * capacity) * data.element_size();
+  at::Tensor flat = data.view({groups, capacity, -1});
+  at::Tensor gathered = at::empty({groups, kept, flat.size(2)}, data.options());
+  const cudaError_t err = cuda::LaunchGatherRows(
+      data.data_ptr(), capacity * row_bytes, gathered.data_ptr(), kept * row_bytes,
+      index.data_ptr<int64_t>(), /*keep_group_stride=*/index.dim() == 2 ? kept : 0, groups, kept,
+      row_bytes, at::cuda::getCurrentCUDAStream().stream());
+  TORCH_CHECK(err == cudaSuccess, "CompactRows: CUDA gather failed: ", cudaGetErrorString(err));
+  flat.narrow(1, 0, kept).copy_(gathered);
+}
+#endif  // STREAMKV_WITH_CUDA
+
 }  // namespace
 
 void CompactRows(at::Tensor& data, const at::Tensor& keep, int64_t length) {
@@ -70,6 +98,10 @@ void CompactRows(at::Tensor& data, const at::Tensor& keep, int64_t length) {
   if (keep.size(-1) == 0) return;
   if (data.is_cpu() && keep.is_cpu()) {
     CompactRowsCpu(data, keep);
+#ifdef STREAMKV_WITH_CUDA
+  } else if (data.is_cuda()) {
+    CompactRowsCuda(data, keep);
+#endif
   } else {
     CompactRowsGather(data, keep);
   }

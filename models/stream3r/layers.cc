@@ -1,6 +1,7 @@
 #include "models/stream3r/layers.h"
 
 #include <ATen/ATen.h>
+#include <torch/version.h>
 
 #include <cmath>
 #include <limits>
@@ -137,6 +138,16 @@ at::Tensor FramePositions(int64_t num_special, int64_t grid_h, int64_t grid_w, c
 at::Tensor SoftmaxAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                             const at::Tensor& mask) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+#if TORCH_VERSION_MAJOR >= 2
+  if (q.is_cuda()) {
+    // PyTorch's fused attention (flash / memory-efficient / cuDNN, picked by ATen) when no scores
+    // are needed; its default scale is 1/sqrt(D), as above. An additive mask must have q's dtype.
+    c10::optional<at::Tensor> attn_mask;
+    if (mask.defined()) attn_mask = mask.to(q.scalar_type());
+    return at::scaled_dot_product_attention(q, k, v, attn_mask, /*dropout_p=*/0.0,
+                                            /*is_causal=*/false);
+  }
+#endif
   if (!mask.defined()) {
     // Every (batch, head) pair attends independently: fold them into the kernel's head axis. The
     // chunked kernel reuses its buffers, so it never holds a [B, H, N, T] matrix.

@@ -4,12 +4,15 @@
 //                           --policy_params=budget_frames=16
 //
 // Weights are random (written once to --work_dir). Run one policy per process: peak RSS is the
-// process's high-water mark.
+// process's high-water mark. On CUDA it also reports peak GPU memory; a frame that fails (e.g. out
+// of memory under `none`) ends the run with the frame number. --csv writes per-frame figures.
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <numeric>
 #include <string>
@@ -25,6 +28,10 @@
 #include "models/stream3r/stream3r_model.h"
 #include "models/stream3r/tiny_model.h"
 
+#ifdef STREAMKV_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
 ABSL_FLAG(std::string, size, "tiny", "tiny | mid | full (the released architecture)");
 ABSL_FLAG(int64_t, frames, 100, "Frames streamed");
 ABSL_FLAG(int64_t, height, 0, "Input frame height (default: 0.75 × the model's width)");
@@ -32,6 +39,7 @@ ABSL_FLAG(std::string, policy, "none", "Eviction policy");
 ABSL_FLAG(std::string, policy_params, "", "name=value,...");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
 ABSL_FLAG(std::string, work_dir, "out/bench-models", "Where random checkpoints are kept");
+ABSL_FLAG(std::string, csv, "", "Optional per-frame CSV: frame,total_ms,evict_ms,cache_tokens");
 
 namespace streamkv::models::stream3r {
 namespace {
@@ -64,6 +72,19 @@ int64_t PeakRssMiB() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return usage.ru_maxrss / 1024;
+}
+
+// Peak bytes the CUDA caching allocator handed out on `device`, in MiB; -1 without CUDA.
+int64_t PeakGpuMiB(c10::Device device) {
+#ifdef STREAMKV_WITH_CUDA
+  if (device.is_cuda()) {
+    const int index = device.index() < 0 ? 0 : device.index();
+    return c10::cuda::CUDACachingAllocator::getDeviceStats(index).allocated_bytes[0].peak /
+           (1 << 20);
+  }
+#endif
+  (void)device;
+  return -1;
 }
 
 int Run() {
@@ -104,22 +125,36 @@ int Run() {
   }
   at::manual_seed(0);
   const at::Tensor frame = at::randint(0, 256, {3, height, width}, at::kByte);
-  const int64_t frames = absl::GetFlag(FLAGS_frames);
+  std::ofstream csv;
+  if (!absl::GetFlag(FLAGS_csv).empty()) {
+    csv.open(absl::GetFlag(FLAGS_csv));
+    csv << "frame,total_ms,evict_ms,cache_tokens\n";
+  }
+  int64_t frames = absl::GetFlag(FLAGS_frames);
   std::vector<double> total_ms, evict_ms;
   for (int64_t i = 0; i < frames; ++i) {
     auto result = (*model)->ProcessFrame(**stream, {frame});
     if (!result.ok()) {
-      std::cerr << "error: " << result.status().message() << "\n";
-      return 1;
+      std::printf("stopped at frame %lld: %s\n", static_cast<long long>(i + 1),
+                  std::string(result.status().message()).c_str());
+      frames = i;
+      break;
     }
     const FrameTimings& t = result->timings;
     total_ms.push_back(t.preprocess_ms + t.model_ms + t.evict_ms);
     evict_ms.push_back(t.evict_ms);
+    if (csv.is_open()) {
+      csv << i + 1 << ',' << total_ms.back() << ',' << t.evict_ms << ','
+          << (*stream)->caches().front()->Snapshot().total_tokens << '\n';
+    }
   }
-  // Mean latency of frames [first, last] (1-based, clamped): single frames are noisy.
+  if (frames == 0) return 1;
+  // Mean latency of frames [first, last] (1-based; nan when the run was shorter than `first`):
+  // single frames are noisy.
   auto window = [&](int64_t first, int64_t last) {
-    first = std::clamp<int64_t>(first, 1, frames);
-    last = std::clamp<int64_t>(last, first, frames);
+    if (first > frames) return std::nan("");
+    first = std::max<int64_t>(first, 1);
+    last = std::min(last, frames);
     return std::accumulate(total_ms.begin() + first - 1, total_ms.begin() + last, 0.0) /
            static_cast<double>(last - first + 1);
   };
@@ -128,12 +163,14 @@ int Run() {
               static_cast<long long>(frames), static_cast<long long>(height),
               static_cast<long long>(width), stream_options.policy.c_str(),
               absl::GetFlag(FLAGS_policy_params).c_str(), at::get_num_threads());
-  std::printf("ms/frame: frame 1 %.1f | frames 46-55 %.1f | last 10 %.1f | all %.1f | "
-              "evict %.2f\n",
-              window(1, 1), window(46, 55), window(frames - 9, frames), window(1, frames), evict);
-  std::printf("cache tokens %lld  peak RSS %lld MiB\n",
+  std::printf("ms/frame: frame 1 %.1f | frames 46-55 %.1f | frames 96-105 %.1f | last 10 %.1f | "
+              "all %.1f | evict %.2f (%.1f%%)\n",
+              window(1, 1), window(46, 55), window(96, 105), window(frames - 9, frames),
+              window(1, frames), evict, 100.0 * evict / window(1, frames));
+  std::printf("cache tokens %lld  peak RSS %lld MiB  peak GPU %lld MiB\n",
               static_cast<long long>((*stream)->caches().front()->Snapshot().total_tokens),
-              static_cast<long long>(PeakRssMiB()));
+              static_cast<long long>(PeakRssMiB()),
+              static_cast<long long>(PeakGpuMiB(options.device)));
   return 0;
 }
 

@@ -115,10 +115,11 @@ void KvCache::Compact(int64_t layer, const at::Tensor& keep) {
   TORCH_CHECK(keep.dim() == 1 || options_.granularity == Granularity::kHead,
               "KvCache::Compact: per-head keep lists need a per-head cache");
   const int64_t kept = keep.size(-1);
-  at::Tensor index = keep.to(l.keys.device());
+  const at::Tensor index = keep.to(l.keys.device());
+  kernels::CheckKeepList(index, l.length);  // once for the seven tensors below
   for (at::Tensor* t : {&l.keys, &l.values, &l.frame, &l.position, &l.role, &l.score,
                         &l.exposure}) {
-    kernels::CompactRows(*t, index, l.length);
+    kernels::CompactRows(*t, index, l.length, /*keep_checked=*/true);
   }
   l.length = kept;
 }

@@ -15,7 +15,8 @@
 namespace streamkv::kernels {
 namespace {
 
-void CheckArguments(const at::Tensor& data, const at::Tensor& keep, int64_t length) {
+// Shapes and types only: no device synchronisation.
+void CheckShapes(const at::Tensor& data, const at::Tensor& keep, int64_t length) {
   TORCH_CHECK(data.dim() >= 2, "CompactRows: data must be [G, capacity, ...], got ", data.sizes());
   TORCH_CHECK(data.is_contiguous(), "CompactRows: data must be contiguous");
   TORCH_CHECK(keep.scalar_type() == at::kLong, "CompactRows: keep must be int64, got ",
@@ -24,16 +25,8 @@ void CheckArguments(const at::Tensor& data, const at::Tensor& keep, int64_t leng
               "CompactRows: keep must be [K] or [G=", data.size(0), ", K], got ", keep.sizes());
   TORCH_CHECK(length >= 0 && length <= data.size(1), "CompactRows: length ", length,
               " outside [0, capacity=", data.size(1), "]");
-  const int64_t kept = keep.size(-1);
-  TORCH_CHECK(kept <= length, "CompactRows: keeping ", kept, " rows of ", length);
-  if (kept == 0) return;
-  TORCH_CHECK(keep.min().item<int64_t>() >= 0 && keep.max().item<int64_t>() < length,
-              "CompactRows: keep indices must lie in [0, length=", length, ")");
-  if (kept > 1) {
-    const at::Tensor steps = keep.narrow(-1, 1, kept - 1) - keep.narrow(-1, 0, kept - 1);
-    TORCH_CHECK(steps.min().item<int64_t>() > 0,
-                "CompactRows: keep indices must be strictly increasing");
-  }
+  TORCH_CHECK(keep.size(-1) <= length, "CompactRows: keeping ", keep.size(-1), " rows of ",
+              length);
 }
 
 // keep[i] ≥ i because indices strictly increase, so copying front to back never overwrites a row
@@ -93,8 +86,23 @@ void CompactRowsCuda(at::Tensor& data, const at::Tensor& keep) {
 
 }  // namespace
 
-void CompactRows(at::Tensor& data, const at::Tensor& keep, int64_t length) {
-  CheckArguments(data, keep, length);
+void CheckKeepList(const at::Tensor& keep, int64_t length) {
+  TORCH_CHECK(keep.scalar_type() == at::kLong, "CompactRows: keep must be int64, got ",
+              keep.scalar_type());
+  const int64_t kept = keep.size(-1);
+  if (kept == 0) return;
+  TORCH_CHECK(keep.min().item<int64_t>() >= 0 && keep.max().item<int64_t>() < length,
+              "CompactRows: keep indices must lie in [0, length=", length, ")");
+  if (kept > 1) {
+    const at::Tensor steps = keep.narrow(-1, 1, kept - 1) - keep.narrow(-1, 0, kept - 1);
+    TORCH_CHECK(steps.min().item<int64_t>() > 0,
+                "CompactRows: keep indices must be strictly increasing");
+  }
+}
+
+void CompactRows(at::Tensor& data, const at::Tensor& keep, int64_t length, bool keep_checked) {
+  CheckShapes(data, keep, length);
+  if (!keep_checked) CheckKeepList(keep, length);
   if (keep.size(-1) == 0) return;
   if (data.is_cpu() && keep.is_cpu()) {
     CompactRowsCpu(data, keep);

@@ -22,7 +22,6 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "cache/policy_factory.h"
 
@@ -51,18 +50,10 @@ struct PolicySpec {
 
 absl::StatusOr<PolicySpec> ParsePolicySpec(const std::string& text) {
   std::vector<std::string> parts = absl::StrSplit(text, absl::MaxSplits(':', 1));
-  PolicySpec spec{text, parts[0], {}};
-  if (parts.size() == 2) {
-    for (absl::string_view assignment : absl::StrSplit(parts[1], ',', absl::SkipEmpty())) {
-      std::vector<std::string> kv = absl::StrSplit(assignment, absl::MaxSplits('=', 1));
-      if (kv.size() != 2 || kv[0].empty()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("policy '", spec.name, "': expected param=value, got '", assignment, "'"));
-      }
-      spec.params[kv[0]] = kv[1];
-    }
-  }
-  return spec;
+  absl::StatusOr<PolicyParams> params =
+      ParsePolicyParams(parts.size() == 2 ? parts[1] : std::string());
+  if (!params.ok()) return params.status();
+  return PolicySpec{text, parts[0], *std::move(params)};
 }
 
 // Synthetic attention of one frame's queries over a layer's cached tokens.

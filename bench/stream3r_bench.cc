@@ -24,7 +24,6 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "models/stream3r/stream3r_model.h"
 #include "models/stream3r/tiny_model.h"
 
@@ -112,12 +111,13 @@ int Run() {
   const int64_t width = config.aggregator.img_size;
   const int64_t height = absl::GetFlag(FLAGS_height) > 0 ? absl::GetFlag(FLAGS_height)
                                                          : width * 3 / 4;
-  StreamOptions stream_options{absl::GetFlag(FLAGS_policy), {}, height, width};
-  for (absl::string_view item :
-       absl::StrSplit(absl::GetFlag(FLAGS_policy_params), ',', absl::SkipEmpty())) {
-    std::vector<std::string> kv = absl::StrSplit(item, absl::MaxSplits('=', 1));
-    stream_options.policy_params[kv[0]] = kv.size() > 1 ? kv[1] : "";
+  absl::StatusOr<cache::PolicyParams> params =
+      cache::ParsePolicyParams(absl::GetFlag(FLAGS_policy_params));
+  if (!params.ok()) {
+    std::cerr << "error: " << params.status().message() << "\n";
+    return 2;
   }
+  StreamOptions stream_options{absl::GetFlag(FLAGS_policy), *params, height, width};
   auto stream = (*model)->OpenStream(stream_options);
   if (!stream.ok()) {
     std::cerr << "error: " << stream.status().message() << "\n";

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 
 namespace streamkv::cache {
 
@@ -32,6 +33,19 @@ absl::Status FieldError(absl::string_view policy, const ParamSpec& spec, absl::s
 }
 
 }  // namespace
+
+absl::StatusOr<PolicyParams> ParsePolicyParams(absl::string_view text) {
+  PolicyParams params;
+  for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    std::vector<std::string> name_value = absl::StrSplit(item, absl::MaxSplits('=', 1));
+    if (name_value.size() != 2 || name_value[0].empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("policy parameters: expected name=value, got '", item, "'"));
+    }
+    params[name_value[0]] = name_value[1];
+  }
+  return params;
+}
 
 absl::StatusOr<ParsedParams> ParseParams(absl::string_view policy, const std::vector<ParamSpec>& schema,
                                          const PolicyParams& params) {

@@ -54,6 +54,10 @@ class ParsedParams {
   absl::flat_hash_map<std::string, Value> values_;
 };
 
+// Parses the command-line form "name=value,name=value" (empty text: no parameters).
+// InvalidArgument naming the malformed item.
+absl::StatusOr<PolicyParams> ParsePolicyParams(absl::string_view text);
+
 // Checks every given parameter against `schema` (unknown names, types, ranges, choices) and fills
 // in defaults. Errors are InvalidArgument naming the policy and the offending field.
 absl::StatusOr<ParsedParams> ParseParams(absl::string_view policy, const std::vector<ParamSpec>& schema,

@@ -45,6 +45,14 @@ struct FrameResult {
   std::vector<std::pair<std::string, at::Tensor>> outputs;
   FrameTimings timings;
   cache::EvictionOutcome eviction;
+
+  // The output called `name`, or an undefined tensor when the model produced none.
+  at::Tensor Output(absl::string_view name) const {
+    for (const auto& [key, value] : outputs) {
+      if (key == name) return value;
+    }
+    return at::Tensor();
+  }
 };
 
 // A session's state inside a model: its caches and policy. Owned by the session; used by one

@@ -53,24 +53,41 @@ class Stream3rStream final : public StreamState {
   int64_t frames = 0;
 };
 
+// Keeps the tokens of a per-layer cache's `layer` where `keep` [T] (bool) is true.
+void RetainTokens(cache::KvCache& cache, int64_t layer, const at::Tensor& keep) {
+  const at::Tensor kept = keep.nonzero().view({-1});
+  if (kept.numel() < keep.numel()) cache.Compact(layer, kept);
+}
+
 void MirrorTrunkCache(const cache::KvCache& backbone, cache::KvCache& trunk) {
   const cache::LayerView last = backbone.layer(backbone.num_layers() - 1);
   const at::Tensor camera_frames =
       last.frame.masked_select(last.role == static_cast<int64_t>(cache::TokenRole::kCamera));
   for (int64_t layer = 0; layer < trunk.num_layers(); ++layer) {
-    const at::Tensor frames = trunk.layer(layer).frame.select(0, 0);
-    const at::Tensor keep = at::isin(frames, camera_frames).nonzero().view({-1});
-    if (keep.numel() < frames.numel()) trunk.Compact(layer, keep);
+    RetainTokens(trunk, layer, at::isin(trunk.layer(layer).frame.select(0, 0), camera_frames));
   }
 }
 
 // Removes whatever a failed frame appended, so the stream continues as if it never arrived.
 void DropFrame(int64_t frame_index, cache::KvCache& cache) {
   for (int64_t layer = 0; layer < cache.num_layers(); ++layer) {
-    const at::Tensor frames = cache.layer(layer).frame.select(0, 0);
-    const at::Tensor keep = (frames != frame_index).nonzero().view({-1});
-    if (keep.numel() < frames.numel()) cache.Compact(layer, keep);
+    RetainTokens(cache, layer, cache.layer(layer).frame.select(0, 0) != frame_index);
   }
+}
+
+// Aggregated layers the heads of `config` read, ascending and distinct.
+std::vector<int64_t> LayersForHeads(const Stream3rConfig& config) {
+  std::vector<int64_t> layers = {config.aggregator.depth - 1};
+  for (const auto& [enabled, head] : {std::pair{config.enable_depth, &config.depth_head},
+                                      std::pair{config.enable_point, &config.point_head}}) {
+    if (enabled) {
+      layers.insert(layers.end(), head->intermediate_layer_idx.begin(),
+                    head->intermediate_layer_idx.end());
+    }
+  }
+  std::sort(layers.begin(), layers.end());
+  layers.erase(std::unique(layers.begin(), layers.end()), layers.end());
+  return layers;
 }
 
 }  // namespace
@@ -83,7 +100,8 @@ Stream3rModel::Stream3rModel(Stream3rConfig config, Stream3rModelOptions options
       aggregator_(std::move(aggregator)),
       camera_head_(std::move(camera_head)),
       depth_head_(std::move(depth_head)),
-      point_head_(std::move(point_head)) {}
+      point_head_(std::move(point_head)),
+      head_layers_(LayersForHeads(config_)) {}
 
 absl::StatusOr<std::unique_ptr<Stream3rModel>> Stream3rModel::Load(
     const std::string& config_path, const std::string& weights_path,
@@ -148,19 +166,6 @@ std::vector<std::string> Stream3rModel::output_names() const {
   return names;
 }
 
-std::vector<int64_t> Stream3rModel::LayersForHeads() const {
-  std::vector<int64_t> layers = {config_.aggregator.depth - 1};
-  for (const std::optional<DptHead>* head : {&depth_head_, &point_head_}) {
-    if (!*head) continue;
-    const DptHeadConfig& cfg = head == &depth_head_ ? config_.depth_head : config_.point_head;
-    layers.insert(layers.end(), cfg.intermediate_layer_idx.begin(),
-                  cfg.intermediate_layer_idx.end());
-  }
-  std::sort(layers.begin(), layers.end());
-  layers.erase(std::unique(layers.begin(), layers.end()), layers.end());
-  return layers;
-}
-
 std::vector<std::pair<std::string, at::Tensor>> Stream3rModel::RunDenseHeads(
     const std::vector<at::Tensor>& layers, const at::Tensor& pose_enc, int64_t height,
     int64_t width) const {
@@ -171,13 +176,12 @@ std::vector<std::pair<std::string, at::Tensor>> Stream3rModel::RunDenseHeads(
     outputs.emplace_back("extrinsic", camera.extrinsic);
     outputs.emplace_back("intrinsic", camera.intrinsic);
   }
-  const std::vector<int64_t> available = LayersForHeads();
   auto run = [&](const DptHead& head, const DptHeadConfig& cfg, const char* name,
                  const char* conf_name) {
     std::vector<at::Tensor> inputs;
     for (int64_t layer : cfg.intermediate_layer_idx) {
-      const auto at = std::lower_bound(available.begin(), available.end(), layer);
-      inputs.push_back(layers[at - available.begin()]);
+      const auto at = std::lower_bound(head_layers_.begin(), head_layers_.end(), layer);
+      inputs.push_back(layers[at - head_layers_.begin()]);
     }
     auto [pred, conf] = head.Forward(inputs, height, width, aggregator_.patch_start_idx());
     outputs.emplace_back(name, pred);
@@ -244,7 +248,7 @@ absl::StatusOr<FrameResult> Stream3rModel::ProcessFrame(StreamState& state,
     start = Clock::now();
     std::vector<at::Tensor> layers = aggregator_.ForwardFrame(
         pixels.to(options_.backbone_dtype), index, /*first_frame=*/index == 0, stream->cache,
-        *stream->policy, LayersForHeads());
+        *stream->policy, head_layers_);
     for (at::Tensor& layer : layers) layer = layer.to(at::kFloat).unsqueeze(0);  // [1, P, 2C]
     at::Tensor pose_enc;
     if (camera_head_) {
@@ -273,7 +277,7 @@ absl::StatusOr<FrameResult> Stream3rModel::ProcessFrame(StreamState& state,
 std::vector<std::pair<std::string, at::Tensor>> Stream3rModel::PredictBatchCausal(
     const at::Tensor& images) const {
   std::vector<at::Tensor> layers = aggregator_.ForwardBatchCausal(
-      images.to(options_.device, options_.backbone_dtype), LayersForHeads());
+      images.to(options_.device, options_.backbone_dtype), head_layers_);
   for (at::Tensor& layer : layers) layer = layer.to(at::kFloat);
   at::Tensor pose_enc;
   if (camera_head_) pose_enc = camera_head_->ForwardBatchCausal(layers.back().select(1, 0));

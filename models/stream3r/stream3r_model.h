@@ -55,9 +55,7 @@ class Stream3rModel final : public Model {
                 std::optional<CameraHead> camera_head, std::optional<DptHead> depth_head,
                 std::optional<DptHead> point_head);
 
-  // Aggregated layers the heads read: the DPT heads' intermediate layers and the last one.
-  std::vector<int64_t> LayersForHeads() const;
-  // Runs the heads on aggregated tokens [S, P_tok, 2C] (one per LayersForHeads entry) of frames
+  // Runs the heads on aggregated tokens [S, P_tok, 2C] (one per head_layers_ entry) of frames
   // of height × width; `pose_enc` [S, 9] from the camera head when it is enabled.
   std::vector<std::pair<std::string, at::Tensor>> RunDenseHeads(
       const std::vector<at::Tensor>& layers, const at::Tensor& pose_enc, int64_t height,
@@ -69,6 +67,8 @@ class Stream3rModel final : public Model {
   std::optional<CameraHead> camera_head_;
   std::optional<DptHead> depth_head_;
   std::optional<DptHead> point_head_;
+  // Aggregated layers the heads read, ascending: the DPT heads' intermediate layers and the last.
+  const std::vector<int64_t> head_layers_;
 };
 
 }  // namespace streamkv::models::stream3r

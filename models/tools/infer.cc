@@ -22,7 +22,6 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/ascii.h"
 #include "models/io/npy.h"
 #ifdef STREAMKV_WITH_IMAGE_IO
@@ -46,19 +45,6 @@ namespace {
 int Fail(absl::string_view message) {
   std::cerr << "error: " << message << "\n";
   return 1;
-}
-
-absl::StatusOr<cache::PolicyParams> ParsePolicyParams(const std::string& text) {
-  cache::PolicyParams params;
-  for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipEmpty())) {
-    std::vector<std::string> kv = absl::StrSplit(item, absl::MaxSplits('=', 1));
-    if (kv.size() != 2 || kv[0].empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--policy_params: expected name=value, got '", item, "'"));
-    }
-    params[kv[0]] = kv[1];
-  }
-  return params;
 }
 
 // Frames [3, H, W] from a folder of images or a .npy stack.
@@ -118,7 +104,7 @@ int Run() {
 
   absl::StatusOr<std::vector<at::Tensor>> frames = ReadFrames(absl::GetFlag(FLAGS_input));
   if (!frames.ok()) return Fail(frames.status().message());
-  absl::StatusOr<cache::PolicyParams> params = ParsePolicyParams(absl::GetFlag(FLAGS_policy_params));
+  absl::StatusOr<cache::PolicyParams> params = cache::ParsePolicyParams(absl::GetFlag(FLAGS_policy_params));
   if (!params.ok()) return Fail(params.status().message());
   StreamOptions stream_options{absl::GetFlag(FLAGS_policy), *params, frames->front().size(1),
                                frames->front().size(2)};

@@ -13,45 +13,10 @@
 #include <gtest/gtest.h>
 #include <torch/version.h>
 
+#include "tests/unit/kernels/naive_attention.h"
+
 namespace streamkv::kernels {
 namespace {
-
-// Naive float64 reference on CPU, from the very values the kernel sees (already rounded to the
-// input dtype).
-struct Reference {
-  at::Tensor output;         // [H, N, D]
-  at::Tensor head_mean_sum;  // [T]    probs.mean(0).sum(0)
-  at::Tensor per_head_sum;   // [H, T] probs.sum(1)
-  at::Tensor head_mean_max;  // [T]    probs.mean(0).max(0)
-  at::Tensor per_head_max;   // [H, T] probs.max(1)
-};
-
-Reference NaiveReference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                         double scale) {
-  const at::Tensor qd = q.cpu().to(at::kDouble), kd = k.cpu().to(at::kDouble),
-                   vd = v.cpu().to(at::kDouble);
-  const at::Tensor probs = at::softmax(at::bmm(qd, kd.transpose(1, 2)) * scale, /*dim=*/-1);
-  Reference ref;
-  ref.output = at::bmm(probs, vd);
-  ref.head_mean_sum = probs.mean(0).sum(0);
-  ref.per_head_sum = probs.sum(1);
-  ref.head_mean_max = std::get<0>(probs.mean(0).max(0));
-  ref.per_head_max = std::get<0>(probs.max(1));
-  return ref;
-}
-
-// Elementwise |actual − expected| <= atol + rtol·|expected|, reporting the worst offender.
-void ExpectClose(const at::Tensor& actual, const at::Tensor& expected, double rtol, double atol,
-                 const std::string& what) {
-  ASSERT_TRUE(actual.defined()) << what << " is undefined";
-  ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
-  const at::Tensor a = actual.cpu().to(at::kDouble), e = expected.cpu().to(at::kDouble);
-  ASSERT_TRUE(at::isfinite(a).all().item<bool>()) << what << " has NaN/inf";
-  const at::Tensor excess = (a - e).abs() - (atol + rtol * e.abs());
-  EXPECT_LE(excess.max().item<double>(), 0.0)
-      << what << ": max |diff| " << (a - e).abs().max().item<double>() << " exceeds atol " << atol
-      << " + rtol " << rtol << "·|expected|";
-}
 
 struct Case {
   int64_t h, n, t, d;

@@ -45,13 +45,11 @@ Stream3rConfig KernelSizedTinyConfig() {
   return c;
 }
 
-const at::Tensor& Output(const FrameResult& result, const std::string& name) {
-  for (const auto& [key, value] : result.outputs) {
-    if (key == name) return value;
-  }
-  static const at::Tensor missing;
-  ADD_FAILURE() << "no output " << name;
-  return missing;
+// The output `name` of `result`; a test failure when it is missing.
+at::Tensor Output(const FrameResult& result, const std::string& name) {
+  at::Tensor output = result.Output(name);
+  if (!output.defined()) ADD_FAILURE() << "no output " << name;
+  return output;
 }
 
 // ‖actual − expected‖₂ / ‖expected‖₂: robust to the odd pixel where bfloat16 rounding is
@@ -108,7 +106,7 @@ void CompareStreams(const Stream3rConfig& config, const std::string& dir_name) {
       ASSERT_TRUE(expected.ok()) << expected.status();
       ASSERT_TRUE(actual.ok()) << actual.status();
       for (const char* name : {"depth", "depth_conf", "world_points", "world_points_conf"}) {
-        const at::Tensor& a = Output(*actual, name);
+        const at::Tensor a = Output(*actual, name);
         ASSERT_TRUE(a.defined());
         ASSERT_TRUE(at::isfinite(a).all().item<bool>()) << name;
         EXPECT_LE(RelativeError(a, Output(*expected, name)), kDenseRelTol) << name;

@@ -144,6 +144,16 @@ TEST(PolicyFactoryTest, RegistersEveryPolicyInOrder) {
 }
 
 // Every declared default must pass its own schema, and every enum default be one of its choices.
+TEST(ParsePolicyParamsTest, ReadsNameValueLists) {
+  absl::StatusOr<PolicyParams> params = ParsePolicyParams("unit=frames,recent_size=3,expr=a=b");
+  ASSERT_TRUE(params.ok()) << params.status();
+  EXPECT_EQ(*params, (PolicyParams{{"unit", "frames"}, {"recent_size", "3"}, {"expr", "a=b"}}));
+  EXPECT_TRUE(ParsePolicyParams("")->empty());
+  EXPECT_THAT(std::string(ParsePolicyParams("unit=frames,recent").status().message()),
+              HasSubstr("expected name=value, got 'recent'"));
+  EXPECT_THAT(std::string(ParsePolicyParams("=3").status().message()), HasSubstr("'=3'"));
+}
+
 TEST(PolicyFactoryTest, DeclaredDefaultsParse) {
   for (const PolicyDescriptor* policy : RegisteredPolicies()) {
     absl::StatusOr<ParsedParams> parsed = ParseParams(policy->name, policy->params, {});

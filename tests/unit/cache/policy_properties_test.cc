@@ -144,7 +144,9 @@ TEST_P(PolicyPropertiesTest, RandomStreamKeepsInvariants) {
                     std::adjacent_find(ids.begin(), ids.end()) == ids.end())
             << "order not preserved in layer " << layer;
         EXPECT_LT(ids.back(), (frame + 1) * kTokensPerFrame) << "a token from the future";
-        if (c.name == "none") EXPECT_EQ(length, (frame + 1) * kTokensPerFrame);
+        if (c.name == "none") {
+          EXPECT_EQ(length, (frame + 1) * kTokensPerFrame);
+        }
         if (c.name == "none" || c.name == "sliding_window" || c.name == "h2o") {
           EXPECT_EQ(ids.back(), (frame + 1) * kTokensPerFrame - 1) << "newest token evicted";
         }

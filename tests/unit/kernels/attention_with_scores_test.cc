@@ -11,54 +11,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "tests/unit/kernels/naive_attention.h"
+
 namespace streamkv::kernels {
 namespace {
 
 using ::testing::HasSubstr;
-
-// Naive float64 reference holding the full [H, N, T] probability matrix.
-struct Reference {
-  at::Tensor logits;         // [H, N, T], scaled
-  at::Tensor output;         // [H, N, D]
-  at::Tensor head_mean_sum;  // [T]    probs.mean(0).sum(0)
-  at::Tensor per_head_sum;   // [H, T] probs.sum(1)
-  at::Tensor head_mean_max;  // [T]    probs.mean(0).max(0)
-  at::Tensor per_head_max;   // [H, T] probs.max(1)
-};
-
-Reference NaiveReference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                         double scale) {
-  const at::Tensor qd = q.to(at::kDouble), kd = k.to(at::kDouble), vd = v.to(at::kDouble);
-  Reference ref;
-  ref.logits = at::bmm(qd, kd.transpose(1, 2)) * scale;
-  const at::Tensor probs = at::softmax(ref.logits, /*dim=*/-1);  // stable: subtracts the row max
-  ref.output = at::bmm(probs, vd);
-  ref.head_mean_sum = probs.mean(0).sum(0);
-  ref.per_head_sum = probs.sum(1);
-  ref.head_mean_max = std::get<0>(probs.mean(0).max(0));
-  ref.per_head_max = std::get<0>(probs.max(1));
-  return ref;
-}
-
-const at::Tensor& RefKeyScores(const Reference& ref, QueryReduction reduction) {
-  return reduction == QueryReduction::kSum ? ref.head_mean_sum : ref.head_mean_max;
-}
-const at::Tensor& RefHeadScores(const Reference& ref, QueryReduction reduction) {
-  return reduction == QueryReduction::kSum ? ref.per_head_sum : ref.per_head_max;
-}
-
-// Elementwise |actual − expected| <= atol + rtol·|expected|, with the worst offender on failure.
-void ExpectClose(const at::Tensor& actual, const at::Tensor& expected, double rtol, double atol,
-                 const std::string& what) {
-  ASSERT_TRUE(actual.defined()) << what << " is undefined";
-  ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
-  const at::Tensor a = actual.to(at::kDouble), e = expected.to(at::kDouble);
-  ASSERT_TRUE(at::isfinite(a).all().item<bool>()) << what << " has NaN/inf";
-  const at::Tensor excess = (a - e).abs() - (atol + rtol * e.abs());
-  const double worst = excess.max().item<double>();
-  EXPECT_LE(worst, 0.0) << what << ": max |diff| " << (a - e).abs().max().item<double>()
-                        << " exceeds atol " << atol << " + rtol " << rtol << "·|expected|";
-}
 
 std::string Name(QueryReduction reduction) {
   return reduction == QueryReduction::kSum ? "sum" : "max";

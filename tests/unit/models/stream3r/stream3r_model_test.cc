@@ -50,13 +50,11 @@ class Stream3rModelTest : public ::testing::Test {
 
 std::string* Stream3rModelTest::dir_ = nullptr;
 
-const at::Tensor& Output(const FrameResult& result, const std::string& name) {
-  for (const auto& [key, value] : result.outputs) {
-    if (key == name) return value;
-  }
-  static const at::Tensor missing;
-  ADD_FAILURE() << "no output " << name;
-  return missing;
+// The output `name` of `result`; a test failure when it is missing.
+at::Tensor Output(const FrameResult& result, const std::string& name) {
+  at::Tensor output = result.Output(name);
+  if (!output.defined()) ADD_FAILURE() << "no output " << name;
+  return output;
 }
 
 std::set<int64_t> CachedFrames(const cache::KvCache& cache, int64_t layer) {

@@ -72,6 +72,8 @@ class Model {
   virtual absl::string_view name() const = 0;
   virtual c10::Device device() const = 0;
   virtual std::vector<std::string> output_names() const = 0;
+  // Names of the caches every stream holds, in StreamState::caches() order ("backbone" first).
+  virtual std::vector<std::string> cache_names() const = 0;
 
   // InvalidArgument naming the field for an unknown policy, bad parameter or frame size.
   virtual absl::StatusOr<std::unique_ptr<StreamState>> OpenStream(

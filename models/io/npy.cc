@@ -11,9 +11,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "models/io/npy_writer.h"
 
 namespace streamkv::models {
 namespace {
@@ -53,30 +53,10 @@ absl::Status WriteNpy(const std::string& path, const at::Tensor& tensor) {
                                     " tensor on ", tensor.device().str()));
   }
   const at::Tensor data = tensor.contiguous();
-  std::vector<std::string> dims;
-  for (int64_t d : data.sizes()) dims.push_back(std::to_string(d));
-  std::string shape = absl::StrJoin(dims, ", ");
-  if (dims.size() == 1) shape += ",";
-  std::string header = absl::StrCat("{'descr': '", dtype->descr,
-                                    "', 'fortran_order': False, 'shape': (", shape, "), }");
-  // Magic (6) + version (2) + header length (2) + header + '\n', padded to a multiple of 64.
-  const size_t unpadded = kMagicSize + 4 + header.size() + 1;
-  header.append((64 - unpadded % 64) % 64, ' ');
-  header.push_back('\n');
-
-  std::ofstream out(path, std::ios::binary);
-  if (!out) return Error(path, "cannot open for writing");
-  const uint16_t header_size = static_cast<uint16_t>(header.size());
-  out.write(kMagic, kMagicSize);
-  out.put(1);
-  out.put(0);
-  out.put(static_cast<char>(header_size & 0xff));
-  out.put(static_cast<char>(header_size >> 8));
-  out.write(header.data(), static_cast<std::streamsize>(header.size()));
-  out.write(static_cast<const char*>(data.data_ptr()),
-            static_cast<std::streamsize>(data.numel() * data.element_size()));
-  if (!out) return Error(path, "write failed");
-  return absl::OkStatus();
+  return WriteNpyBytes(
+      path, dtype->descr, data.sizes().vec(),
+      absl::string_view(static_cast<const char*>(data.data_ptr()),
+                        static_cast<size_t>(data.numel() * data.element_size())));
 }
 
 absl::StatusOr<at::Tensor> ReadNpy(const std::string& path) {

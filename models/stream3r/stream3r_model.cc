@@ -163,12 +163,20 @@ std::vector<std::string> Stream3rModel::output_names() const {
   if (camera_head_) names.insert(names.end(), {"pose_enc", "extrinsic", "intrinsic"});
   if (depth_head_) names.insert(names.end(), {"depth", "depth_conf"});
   if (point_head_) names.insert(names.end(), {"world_points", "world_points_conf"});
+  names.push_back("images");
   return names;
 }
 
+std::vector<std::string> Stream3rModel::cache_names() const {
+  if (camera_head_) return {"backbone", "camera_trunk"};
+  return {"backbone"};
+}
+
 std::vector<std::pair<std::string, at::Tensor>> Stream3rModel::RunDenseHeads(
-    const std::vector<at::Tensor>& layers, const at::Tensor& pose_enc, int64_t height,
-    int64_t width) const {
+    const std::vector<at::Tensor>& layers, const at::Tensor& pose_enc,
+    const at::Tensor& images) const {
+  const int64_t height = images.size(2);
+  const int64_t width = images.size(3);
   std::vector<std::pair<std::string, at::Tensor>> outputs;
   if (camera_head_) {
     const CameraParameters camera = PoseEncodingToExtrinsicIntrinsic(pose_enc, height, width);
@@ -189,6 +197,7 @@ std::vector<std::pair<std::string, at::Tensor>> Stream3rModel::RunDenseHeads(
   };
   if (depth_head_) run(*depth_head_, config_.depth_head, "depth", "depth_conf");
   if (point_head_) run(*point_head_, config_.point_head, "world_points", "world_points_conf");
+  outputs.emplace_back("images", images);
   return outputs;
 }
 
@@ -256,7 +265,7 @@ absl::StatusOr<FrameResult> Stream3rModel::ProcessFrame(StreamState& state,
                      .unsqueeze(0);
     }
     for (auto& [name, value] :
-         RunDenseHeads(layers, pose_enc, pixels.size(1), pixels.size(2))) {
+         RunDenseHeads(layers, pose_enc, pixels.unsqueeze(0))) {
       result.outputs.emplace_back(std::move(name), value.squeeze(0));
     }
     result.timings.model_ms = MillisecondsSince(start);
@@ -281,7 +290,7 @@ std::vector<std::pair<std::string, at::Tensor>> Stream3rModel::PredictBatchCausa
   for (at::Tensor& layer : layers) layer = layer.to(at::kFloat);
   at::Tensor pose_enc;
   if (camera_head_) pose_enc = camera_head_->ForwardBatchCausal(layers.back().select(1, 0));
-  return RunDenseHeads(layers, pose_enc, images.size(2), images.size(3));
+  return RunDenseHeads(layers, pose_enc, images.to(options_.device, at::kFloat));
 }
 
 }  // namespace streamkv::models::stream3r

@@ -24,7 +24,8 @@ struct Stream3rModelOptions {
 
 // Outputs per frame (upstream keys): pose_enc [9], extrinsic [3, 4] (camera-from-world),
 // intrinsic [3, 3], depth [H, W, 1], depth_conf [H, W], world_points [H, W, 3],
-// world_points_conf [H, W]; heads disabled in the config produce none. Thread-safe after Load.
+// world_points_conf [H, W], images [3, H, W] (the preprocessed frame in [0, 1], which the dense
+// outputs are aligned with); heads disabled in the config produce none. Thread-safe after Load.
 class Stream3rModel final : public Model {
  public:
   static absl::StatusOr<std::unique_ptr<Stream3rModel>> Load(const std::string& config_path,
@@ -39,6 +40,8 @@ class Stream3rModel final : public Model {
   absl::string_view name() const override { return "stream3r"; }
   c10::Device device() const override { return options_.device; }
   std::vector<std::string> output_names() const override;
+  // "backbone" (the global attention layers), then "camera_trunk" when the camera head is on.
+  std::vector<std::string> cache_names() const override;
   const Stream3rConfig& config() const { return config_; }
 
   absl::StatusOr<std::unique_ptr<StreamState>> OpenStream(
@@ -55,11 +58,12 @@ class Stream3rModel final : public Model {
                 std::optional<CameraHead> camera_head, std::optional<DptHead> depth_head,
                 std::optional<DptHead> point_head);
 
-  // Runs the heads on aggregated tokens [S, P_tok, 2C] (one per head_layers_ entry) of frames
-  // of height × width; `pose_enc` [S, 9] from the camera head when it is enabled.
+  // Runs the heads on aggregated tokens [S, P_tok, 2C] (one per head_layers_ entry) of the
+  // preprocessed frames `images` [S, 3, H, W] and appends those as "images"; `pose_enc` [S, 9]
+  // from the camera head when it is enabled.
   std::vector<std::pair<std::string, at::Tensor>> RunDenseHeads(
-      const std::vector<at::Tensor>& layers, const at::Tensor& pose_enc, int64_t height,
-      int64_t width) const;
+      const std::vector<at::Tensor>& layers, const at::Tensor& pose_enc,
+      const at::Tensor& images) const;
 
   const Stream3rConfig config_;
   const Stream3rModelOptions options_;

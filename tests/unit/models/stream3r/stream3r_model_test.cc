@@ -92,6 +92,8 @@ TEST_F(Stream3rModelTest, OutputsHaveUpstreamNamesAndShapes) {
   std::vector<std::string> names;
   for (const auto& [name, value] : result->outputs) names.push_back(name);
   EXPECT_EQ(names, model->output_names());
+  EXPECT_EQ(model->cache_names(), (std::vector<std::string>{"backbone", "camera_trunk"}));
+  EXPECT_EQ(stream->caches().size(), model->cache_names().size());
   EXPECT_EQ(Output(*result, "pose_enc").sizes(), (at::IntArrayRef{9}));
   EXPECT_EQ(Output(*result, "extrinsic").sizes(), (at::IntArrayRef{3, 4}));
   EXPECT_EQ(Output(*result, "intrinsic").sizes(), (at::IntArrayRef{3, 3}));
@@ -99,6 +101,7 @@ TEST_F(Stream3rModelTest, OutputsHaveUpstreamNamesAndShapes) {
   EXPECT_EQ(Output(*result, "depth_conf").sizes(), (at::IntArrayRef{kHeight, kWidth}));
   EXPECT_EQ(Output(*result, "world_points").sizes(), (at::IntArrayRef{kHeight, kWidth, 3}));
   EXPECT_EQ(Output(*result, "world_points_conf").sizes(), (at::IntArrayRef{kHeight, kWidth}));
+  EXPECT_EQ(Output(*result, "images").sizes(), (at::IntArrayRef{3, kHeight, kWidth}));
   EXPECT_GT(Output(*result, "depth").min().item<float>(), 0.0f);
   EXPECT_GT(Output(*result, "depth_conf").min().item<float>(), 1.0f);
 }

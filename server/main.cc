@@ -50,7 +50,7 @@ ABSL_FLAG(ByteSize, kv_budget, ByteSize{0},
           "KV cache bytes for all sessions together; 0: 80% of free GPU memory after loading on "
           "CUDA, 25% of physical memory on CPU");
 ABSL_FLAG(ByteSize, session_budget, ByteSize{0},
-          "KV budget of a session that asks for none; 0: min(2GiB, --kv_budget)");
+          "KV budget of a session that asks for none; 0: min(2GiB, --kv_budget / 8)");
 ABSL_FLAG(ByteSize, max_session_budget, ByteSize{0},
           "Largest KV budget one session may ask for; 0: --kv_budget");
 ABSL_FLAG(int, max_sessions, 64, "Sessions held at once (attached or awaiting resume)");
@@ -163,7 +163,7 @@ int Run(const sigset_t& signals) {
   options.default_session_budget_bytes =
       absl::GetFlag(FLAGS_session_budget).bytes > 0
           ? absl::GetFlag(FLAGS_session_budget).bytes
-          : std::min<int64_t>({int64_t{2} << 30, kv_budget, options.max_session_budget_bytes});
+          : std::min<int64_t>({int64_t{2} << 30, kv_budget / 8, options.max_session_budget_bytes});
   options.sessions.max_sessions = absl::GetFlag(FLAGS_max_sessions);
   options.sessions.idle_timeout = absl::GetFlag(FLAGS_idle_timeout);
   options.sessions.resume_grace = absl::GetFlag(FLAGS_resume_grace);

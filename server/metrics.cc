@@ -128,6 +128,12 @@ ServerMetrics::ServerMetrics(const BuildInfo& build, const std::vector<std::stri
             {"device", build.device}})
       .Set(1);
   for (const char* state : {"attached", "detached", "ending"}) sessions_.Add({{"state", state}});
+  for (const char* reason : {"invalid_argument", "budget", "max_sessions", "shutting_down",
+                             "not_found", "permission_denied"}) {
+    sessions_rejected_.Add({{"reason", reason}});
+  }
+  for (const char* reason : {"idle", "expired"}) sessions_reaped_.Add({{"reason", reason}});
+  for (const char* reason : {"end", "close_rpc", "shutdown"}) sessions_closed_.Add({{"reason", reason}});
   auto& failed = prometheus::BuildCounter()
                      .Name("streamkv_frames_failed_total")
                      .Help("Frames answered with an error instead of a result, by reason")

@@ -126,7 +126,9 @@ void StreamReactor::HandleRequestLocked(Ops& ops, bool& end_session) {
         env_->sessions->clock()->Now());
     ++outstanding_;
     if (queued.schedule) env_->scheduler->Schedule(session);
-    if (queued.queue_full) {
+    if (!refusal.ok()) {
+      // Shutting down: read no more, so the queues drain and the call ends UNAVAILABLE.
+    } else if (queued.queue_full) {
       paused_ = true;
     } else {
       ReadLocked(ops);
@@ -367,7 +369,7 @@ void StreamReactor::QueueSpace() {
   Ops ops;
   {
     absl::MutexLock lock(&mu_);
-    if (paused_ && phase_ == Phase::kStreaming) {
+    if (paused_ && phase_ == Phase::kStreaming && env_->sessions->admitting()) {
       paused_ = false;
       ReadLocked(ops);
     }

@@ -27,3 +27,29 @@ function(streamkv_add_test name)
   streamkv_precompile_aten(${name})
   gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES LABELS "${ARG_LABELS}")
 endfunction()
+
+# streamkv_add_proto_library(<target> ROOT <dir> PROTOS <file.proto>...): C++ messages and gRPC
+# stubs generated from protos under ROOT (import paths relative to it) into the build tree.
+function(streamkv_add_proto_library target)
+  cmake_parse_arguments(ARG "" "ROOT" "PROTOS" ${ARGN})
+  set(generated_dir ${CMAKE_CURRENT_BINARY_DIR}/generated)
+  file(MAKE_DIRECTORY ${generated_dir})
+  set(generated_sources)
+  foreach(proto ${ARG_PROTOS})
+    file(RELATIVE_PATH relative ${ARG_ROOT} ${proto})
+    string(REGEX REPLACE "\\.proto$" "" stem ${relative})
+    set(outputs ${generated_dir}/${stem}.pb.cc ${generated_dir}/${stem}.pb.h
+                ${generated_dir}/${stem}.grpc.pb.cc ${generated_dir}/${stem}.grpc.pb.h)
+    add_custom_command(
+      OUTPUT ${outputs}
+      COMMAND protobuf::protoc
+      ARGS --proto_path=${ARG_ROOT} --cpp_out=${generated_dir} --grpc_out=${generated_dir}
+           --plugin=protoc-gen-grpc=$<TARGET_FILE:gRPC::grpc_cpp_plugin> ${proto}
+      DEPENDS ${proto} protobuf::protoc gRPC::grpc_cpp_plugin
+      COMMENT "protoc ${relative}")
+    list(APPEND generated_sources ${outputs})
+  endforeach()
+  add_library(${target} ${generated_sources})
+  target_include_directories(${target} SYSTEM PUBLIC ${generated_dir})
+  target_link_libraries(${target} PUBLIC protobuf::libprotobuf gRPC::grpc++)
+endfunction()

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -126,6 +127,83 @@ double MetricValue(const server::Server& server, const std::string& series) {
     }
   }
   return NAN;
+}
+
+namespace {
+
+int ListenOnLoopback(int* port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+  socklen_t length = sizeof(address);
+  EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  EXPECT_EQ(listen(fd, 16), 0);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  *port = ntohs(address.sin_port);
+  return fd;
+}
+
+}  // namespace
+
+TcpForwarder::TcpForwarder(int target_port) : target_port_(target_port) {
+  listen_fd_ = ListenOnLoopback(&port_);
+  threads_.emplace_back([this] { AcceptLoop(); });
+}
+
+TcpForwarder::~TcpForwarder() {
+  Close();
+  for (std::thread& thread : threads_) thread.join();
+  for (int fd : sockets_) close(fd);
+}
+
+void TcpForwarder::Close() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (closed_) return;
+  closed_ = true;
+  shutdown(listen_fd_, SHUT_RDWR);
+  for (int fd : sockets_) shutdown(fd, SHUT_RDWR);
+}
+
+void TcpForwarder::AcceptLoop() {
+  while (true) {
+    const int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (client < 0 || closed_) {
+      if (client >= 0) close(client);
+      close(listen_fd_);
+      return;
+    }
+    const int upstream = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(target_port_));
+    inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+    if (connect(upstream, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+      close(client);
+      close(upstream);
+      continue;
+    }
+    sockets_.push_back(client);
+    sockets_.push_back(upstream);
+    threads_.emplace_back([this, client, upstream] { Pump(client, upstream); });
+  }
+}
+
+void TcpForwarder::Pump(int client, int upstream) {
+  pollfd fds[2] = {{client, POLLIN, 0}, {upstream, POLLIN, 0}};
+  char buffer[65536];
+  while (poll(fds, 2, -1) > 0) {
+    bool open = true;
+    for (int i = 0; i < 2 && open; ++i) {
+      if (fds[i].revents == 0) continue;
+      const ssize_t n = recv(fds[i].fd, buffer, sizeof(buffer), 0);
+      open = n > 0 && send(fds[1 - i].fd, buffer, static_cast<size_t>(n), MSG_NOSIGNAL) == n;
+    }
+    if (!open) break;
+  }
+  shutdown(client, SHUT_RDWR);
+  shutdown(upstream, SHUT_RDWR);
 }
 
 }  // namespace streamkv::testing

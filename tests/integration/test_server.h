@@ -3,7 +3,9 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -50,5 +52,27 @@ double MetricValue(const server::Server& server, const std::string& series);
 
 // The server's /metrics text, fetched over HTTP.
 std::string ScrapeMetrics(const server::Server& server);
+
+// A TCP forwarder on a loopback port to `target_port`, standing in for a load balancer in front
+// of one replica. Close() drops every connection and stops listening. Thread-safe.
+class TcpForwarder {
+ public:
+  explicit TcpForwarder(int target_port);
+  ~TcpForwarder();
+  int port() const { return port_; }
+  void Close();
+
+ private:
+  void AcceptLoop();
+  void Pump(int client, int upstream);
+
+  const int target_port_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::mutex mu_;
+  std::vector<int> sockets_;  // guarded by mu_
+  bool closed_ = false;       // guarded by mu_
+  std::vector<std::thread> threads_;
+};
 
 }  // namespace streamkv::testing

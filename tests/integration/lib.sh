@@ -1,0 +1,55 @@
+# Shared by the shell integration tests: a work folder cleaned up on exit, background processes
+# killed on exit, failure with logs, polling, free ports, and starting streamkv-server.
+set -euo pipefail
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Prints the message and the tail of every log in $work, then exits 1.
+fail() {
+  echo "FAIL: $*" >&2
+  for log in "$work"/*.log; do
+    [ -e "$log" ] || continue
+    echo "--- $(basename "$log")" >&2
+    tail -20 "$log" >&2
+  done
+  exit 1
+}
+
+# await SECONDS COMMAND...: retries COMMAND every 0.2 s until it succeeds or SECONDS pass.
+await() {
+  local seconds=$1
+  shift
+  local deadline=$((SECONDS + seconds))
+  until "$@"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.2
+  done
+}
+
+# A TCP port on 127.0.0.1 nobody listens on.
+free_port() {
+  local port
+  while true; do
+    port=$((20000 + RANDOM % 40000))
+    (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+  done
+}
+
+# start_server BUILD_DIR [FLAG...]: starts streamkv-server on free loopback ports and sets
+# grpc_port and metrics_port once it serves.
+start_server() {
+  local build=$1
+  shift
+  "$build/server/streamkv-server" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 \
+    --port_file="$work/ports" "$@" 2>"$work/server.log" &
+  pids+=($!)
+  await 60 test -s "$work/ports" || fail "the server did not start"
+  grpc_port=$(sed -n 's/^grpc_port=//p' "$work/ports")
+  metrics_port=$(sed -n 's/^metrics_port=//p' "$work/ports")
+}

@@ -28,6 +28,7 @@
 #include "client/client.h"
 #include "client/frame_source.h"
 #include "client/outputs.h"
+#include "client/percentile.h"
 #include "client/stream_runner.h"
 
 ABSL_FLAG(std::string, server, "localhost:50051", "Server address host:port");
@@ -106,13 +107,6 @@ absl::StatusOr<v1::OpenSession> MakeOpen() {
                                                    : v1::TENSOR_DTYPE_FLOAT32);
   open.set_label(absl::GetFlag(FLAGS_label));
   return open;
-}
-
-double Percentile(std::vector<double> values, double p) {
-  if (values.empty()) return 0;
-  const size_t rank = static_cast<size_t>(p / 100 * static_cast<double>(values.size() - 1));
-  std::nth_element(values.begin(), values.begin() + rank, values.end());
-  return values[rank];
 }
 
 void PrintDescription(const v1::ServerDescription& d) {

@@ -39,6 +39,10 @@ ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9464",
 ABSL_FLAG(std::string, model_dir, "",
           "STream3R model folder (config.json + model.safetensors); empty serves the built-in "
           "tiny random-weight model");
+ABSL_FLAG(std::string, config, "",
+          "STream3R JSON config (default: <model_dir>/config.json)");
+ABSL_FLAG(std::string, weights, "",
+          "STream3R safetensors weights (default: <model_dir>/model.safetensors)");
 ABSL_FLAG(std::string, model_name, "",
           "Name clients open the model by (default: stream3r, or stream3r-tiny for the built-in)");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N]");
@@ -128,17 +132,25 @@ int Run(const sigset_t& signals) {
   }
 
   const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
+  std::string config = absl::GetFlag(FLAGS_config);
+  std::string weights = absl::GetFlag(FLAGS_weights);
+  if (config.empty() && !model_dir.empty()) config = model_dir + "/config.json";
+  if (weights.empty() && !model_dir.empty()) weights = model_dir + "/model.safetensors";
+  if (config.empty() != weights.empty()) {
+    return Fail("--config and --weights go together (or give --model_dir)");
+  }
   std::string model_name = absl::GetFlag(FLAGS_model_name);
   absl::StatusOr<std::unique_ptr<ServedModel>> model;
-  if (model_dir.empty()) {
+  if (weights.empty()) {
     if (model_name.empty()) model_name = "stream3r-tiny";
-    LogInfo("no --model_dir: serving the built-in tiny random-weight STream3R as '", model_name,
+    LogInfo("no model flags: serving the built-in tiny random-weight STream3R as '", model_name,
             "' (for trying the server out; its predictions are meaningless)");
     model = LoadBuiltinTinyStream3r(model_name, placement);
   } else {
     if (model_name.empty()) model_name = "stream3r";
-    LogInfo("loading ", model_dir, " as '", model_name, "' on ", placement.device.str());
-    model = LoadStream3r(model_dir, model_name, placement);
+    LogInfo("loading ", weights, " (config ", config, ") as '", model_name, "' on ",
+            placement.device.str());
+    model = LoadStream3r(config, weights, model_name, placement);
   }
   if (!model.ok()) return Fail(model.status().message());
   ModelRegistry models;

@@ -50,15 +50,15 @@ absl::StatusOr<std::string> MakeTempDir() {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ServedModel>> LoadStream3r(const std::string& model_dir,
+absl::StatusOr<std::unique_ptr<ServedModel>> LoadStream3r(const std::string& config_path,
+                                                          const std::string& weights_path,
                                                           const std::string& name,
                                                           const ModelPlacement& placement) {
   models::stream3r::Stream3rModelOptions options;
   options.device = placement.device;
   options.backbone_dtype = placement.backbone_dtype;
   absl::StatusOr<std::unique_ptr<models::stream3r::Stream3rModel>> model =
-      models::stream3r::Stream3rModel::Load(model_dir + "/config.json",
-                                           model_dir + "/model.safetensors", options);
+      models::stream3r::Stream3rModel::Load(config_path, weights_path, options);
   if (!model.ok()) return model.status();
   return Describe(std::move(*model), name, placement.backbone_dtype);
 }
@@ -71,7 +71,7 @@ absl::StatusOr<std::unique_ptr<ServedModel>> LoadBuiltinTinyStream3r(
   if (absl::Status written = models::stream3r::WriteRandomStream3r(
           *dir, models::stream3r::TinyStream3rConfig(), /*seed=*/0);
       written.ok()) {
-    served = LoadStream3r(*dir, name, placement);
+    served = LoadStream3r(*dir + "/config.json", *dir + "/model.safetensors", name, placement);
   } else {
     served = written;
   }

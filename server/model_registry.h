@@ -26,8 +26,10 @@ struct ModelPlacement {
   c10::ScalarType backbone_dtype = c10::kFloat;
 };
 
-// Loads the STream3R model in `model_dir` (config.json + model.safetensors) under `name`.
-absl::StatusOr<std::unique_ptr<ServedModel>> LoadStream3r(const std::string& model_dir,
+// Loads a STream3R model (JSON config with upstream argument names, safetensors weights with
+// upstream parameter names) under `name`.
+absl::StatusOr<std::unique_ptr<ServedModel>> LoadStream3r(const std::string& config_path,
+                                                          const std::string& weights_path,
                                                           const std::string& name,
                                                           const ModelPlacement& placement);
 // The built-in default: the tiny random-weight STream3R (models/stream3r/tiny_model.h), made in a

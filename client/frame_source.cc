@@ -90,6 +90,7 @@ absl::StatusOr<std::unique_ptr<FrameSource>> ImageFolderSource(const std::string
   }
   std::vector<std::filesystem::path> paths;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (!entry.is_regular_file()) continue;
     const std::string ext = absl::AsciiStrToLower(entry.path().extension().string());
     if (ext == ".jpg" || ext == ".jpeg" || ext == ".png") paths.push_back(entry.path());
   }

@@ -206,6 +206,7 @@ absl::Status ResultWriter::AddPoints(const v1::FrameResult& result) {
     if (!decoded.ok()) return decoded.status();
     if (static_cast<int64_t>(decoded->values.size()) == 3 * n) rgb = *std::move(decoded);
   }
+  if (n == 0) return absl::OkStatus();
   std::vector<float> sorted = c->values;
   const size_t rank = static_cast<size_t>(
       std::clamp(options_.ply_conf_percentile / 100.0, 0.0, 1.0) * static_cast<double>(n - 1));

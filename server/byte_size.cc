@@ -20,7 +20,9 @@ bool ParseByteSize(absl::string_view text, int64_t* bytes, std::string* error) {
   }
   absl::string_view number = absl::StripAsciiWhitespace(unit.substr(0, split));
   unit = unit.substr(split);
-  if (!absl::ConsumeSuffix(&unit, "IB")) absl::ConsumeSuffix(&unit, "B");
+  if (!absl::ConsumeSuffix(&unit, "IB") && !absl::ConsumeSuffix(&unit, "B")) {
+    absl::ConsumeSuffix(&unit, "I");  // Kubernetes' Ki, Mi, Gi
+  }
   double scale = 1;
   if (unit == "K") {
     scale = 1024.0;

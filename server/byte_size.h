@@ -1,5 +1,5 @@
-// Byte counts for flags: "512", "64K", "1.5GiB", "4G" (K/M/G/T are powers of 1024, like
-// Kubernetes' Ki/Mi/Gi; a trailing "B" or "iB" is optional).
+// Byte counts for flags: "512", "64K", "1.5GiB", "4G", "8Gi" (K/M/G/T are powers of 1024; a
+// trailing "B", "iB" or, as in Kubernetes, "i" is optional).
 #pragma once
 
 #include <cstdint>

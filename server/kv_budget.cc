@@ -21,6 +21,9 @@ KvBudget::Reservation::~Reservation() {
 }
 
 absl::StatusOr<KvBudget::Reservation> KvBudget::Reserve(int64_t bytes) {
+  if (bytes < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("KV budget: cannot reserve ", bytes, " bytes"));
+  }
   absl::MutexLock lock(&mu_);
   if (bytes > total_ - reserved_) {
     return absl::ResourceExhaustedError(absl::StrCat(

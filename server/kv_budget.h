@@ -36,7 +36,8 @@ class KvBudget {
   explicit KvBudget(int64_t total_bytes, std::function<void(int64_t)> on_change = {})
       : total_(total_bytes), on_change_(std::move(on_change)) {}
 
-  // RESOURCE_EXHAUSTED saying how much is free when `bytes` do not fit.
+  // RESOURCE_EXHAUSTED saying how much is free when `bytes` do not fit; InvalidArgument for
+  // negative bytes.
   absl::StatusOr<Reservation> Reserve(int64_t bytes);
 
   int64_t total() const { return total_; }

@@ -5,6 +5,7 @@
 namespace streamkv::server {
 
 Scheduler::Scheduler(int workers, FrameRunner run_frame) : run_frame_(std::move(run_frame)) {
+  absl::MutexLock lock(&stop_mu_);
   for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { WorkerLoop(); });
 }
 
@@ -29,9 +30,9 @@ bool Scheduler::WaitIdle(absl::Time deadline) {
 }
 
 void Scheduler::Stop() {
+  absl::MutexLock stop_lock(&stop_mu_);
   {
     absl::MutexLock lock(&mu_);
-    if (stopping_ && threads_.empty()) return;
     stopping_ = true;
     tasks_.clear();
     ready_.clear();

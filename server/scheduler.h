@@ -34,10 +34,15 @@ class Scheduler {
 
   // Waits until nothing is queued or running, or until `deadline`; true when idle.
   bool WaitIdle(absl::Time deadline);
-  // Finishes the task or frame each worker is running, drops the rest, joins the workers.
+  // Finishes the task or frame each worker is running, drops the rest, joins the workers. Later
+  // Schedule and Run calls are ignored (shutdown frees the sessions anyway).
   void Stop();
 
-  int workers() const { return static_cast<int>(threads_.size()); }
+  // Worker threads running (0 after Stop).
+  int workers() const {
+    absl::MutexLock lock(&stop_mu_);
+    return static_cast<int>(threads_.size());
+  }
 
  private:
   void WorkerLoop();
@@ -48,7 +53,8 @@ class Scheduler {
   std::deque<std::shared_ptr<Session>> ready_ ABSL_GUARDED_BY(mu_);
   int running_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::thread> threads_;
+  mutable absl::Mutex stop_mu_;  // serialises Stop calls
+  std::vector<std::thread> threads_ ABSL_GUARDED_BY(stop_mu_);
 };
 
 }  // namespace streamkv::server

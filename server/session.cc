@@ -64,6 +64,10 @@ Session::AttachResult Session::Attach(std::shared_ptr<SessionSink> sink,
                                       absl::Time now) {
   absl::MutexLock lock(&mu_);
   AttachResult result;
+  if (closed_) {
+    result.closed = true;
+    return result;
+  }
   result.previous = std::exchange(sink_, nullptr);
   if (pending_attach_) {
     result.previous = std::move(pending_attach_->sink);
@@ -110,8 +114,12 @@ std::vector<std::shared_ptr<SessionSink>> Session::DetachForever() {
 Session::EnqueueResult Session::Enqueue(std::shared_ptr<SessionSink> sink, v1::Frame frame,
                                         absl::Status refusal, absl::Time now) {
   absl::MutexLock lock(&mu_);
+  EnqueueResult result;
+  if (sink == nullptr || sink != sink_) {
+    result.dropped = true;
+    return result;
+  }
   const uint64_t sequence = frame.sequence();
-  if (refusal.ok() && closed_) refusal = absl::UnavailableError("the session is closed");
   if (refusal.ok() && last_accepted_sequence_) {
     if (sequence == *last_accepted_sequence_) {
       refusal = absl::AlreadyExistsError(
@@ -131,7 +139,6 @@ Session::EnqueueResult Session::Enqueue(std::shared_ptr<SessionSink> sink, v1::F
                                std::chrono::steady_clock::now()});
   metrics_->AddQueuedFrames(1);
   last_activity_ = now;
-  EnqueueResult result;
   result.schedule = !std::exchange(scheduled_, true);
   result.queue_full = static_cast<int64_t>(queue_.size()) >= limits_.max_queued_frames;
   return result;

@@ -96,6 +96,7 @@ class Session {
   // attachment completes when the frame ends (EndFrame); otherwise now: the returned messages
   // are handed to sink->Attached by the caller.
   struct AttachResult {
+    bool closed = false;  // the session was freed meanwhile: nothing attached
     std::shared_ptr<SessionSink> previous;
     bool deferred = false;
     std::vector<std::shared_ptr<const v1::StreamResponse>> messages;
@@ -110,7 +111,10 @@ class Session {
   std::vector<std::shared_ptr<SessionSink>> DetachForever();
 
   // Queues a frame from `sink`. Sequence errors and refusals become rejections answered in turn.
+  // A frame from a stream that no longer carries the session (it was resumed elsewhere a moment
+  // ago) is dropped: that stream is being ended.
   struct EnqueueResult {
+    bool dropped = false;
     bool schedule = false;    // the caller hands the session to the scheduler
     bool queue_full = false;  // the caller stops reading until QueueSpace
   };

@@ -123,6 +123,12 @@ bool SessionManager::Remove(const std::string& id, EndReason reason, const grpc:
     session = std::move(it->second);
     sessions_.erase(it);
   }
+  Free(std::move(session), reason, status);
+  return true;
+}
+
+void SessionManager::Free(std::shared_ptr<Session> session, EndReason reason,
+                          const grpc::Status& status) {
   for (const std::shared_ptr<SessionSink>& sink : session->DetachForever()) sink->Detached(status);
   if (reason == EndReason::kIdle || reason == EndReason::kExpired) {
     metrics_->SessionReaped(ReasonName(reason));
@@ -133,26 +139,38 @@ bool SessionManager::Remove(const std::string& id, EndReason reason, const grpc:
   // the frame it is running.
   session.reset();
   PublishSessionCounts();
-  return true;
 }
 
 int SessionManager::ReapExpired() {
   const absl::Time now = clock_->Now();
-  std::vector<std::pair<std::string, Session::Expiry>> expired;
-  for (const std::shared_ptr<Session>& session : List()) {
-    const Session::Expiry expiry =
-        session->CheckExpiry(now, options_.idle_timeout, options_.resume_grace);
-    if (expiry != Session::Expiry::kNone) expired.emplace_back(session->id(), expiry);
+  // Expiry is decided and the session taken out under one lock, so a resume cannot slip in
+  // between (a resume that found the session before attaches to a closed one and is refused).
+  std::vector<std::pair<std::shared_ptr<Session>, Session::Expiry>> expired;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      const Session::Expiry expiry =
+          it->second->CheckExpiry(now, options_.idle_timeout, options_.resume_grace);
+      if (expiry == Session::Expiry::kNone) {
+        ++it;
+        continue;
+      }
+      expired.emplace_back(std::move(it->second), expiry);
+      sessions_.erase(it++);
+    }
   }
-  int reaped = 0;
-  for (const auto& [id, expiry] : expired) {
-    const bool idle = expiry == Session::Expiry::kIdle;
-    reaped += Remove(id, idle ? EndReason::kIdle : EndReason::kExpired,
-                     grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                                  absl::StrCat("session idle for more than ",
-                                               absl::FormatDuration(options_.idle_timeout))));
+  const grpc::Status idle(grpc::StatusCode::DEADLINE_EXCEEDED,
+                          absl::StrCat("session idle for more than ",
+                                       absl::FormatDuration(options_.idle_timeout)));
+  const grpc::Status gone(grpc::StatusCode::NOT_FOUND,
+                          absl::StrCat("session not resumed within ",
+                                       absl::FormatDuration(options_.resume_grace)));
+  for (auto& [session, expiry] : expired) {
+    const bool was_idle = expiry == Session::Expiry::kIdle;
+    Free(std::move(session), was_idle ? EndReason::kIdle : EndReason::kExpired,
+         was_idle ? idle : gone);
   }
-  return reaped;
+  return static_cast<int>(expired.size());
 }
 
 void SessionManager::StopAdmitting() {

@@ -56,7 +56,8 @@ class SessionManager {
   // was already gone.
   bool Remove(const std::string& id, EndReason reason, const grpc::Status& status);
 
-  // Frees sessions idle past the idle timeout or detached past the grace period; returns how many.
+  // Frees sessions idle past the idle timeout (their streams end DEADLINE_EXCEEDED) or detached
+  // past the grace period; returns how many.
   int ReapExpired();
   // Refuses new sessions from now on (shutdown).
   void StopAdmitting();
@@ -69,6 +70,10 @@ class SessionManager {
   const KvBudget& budget() const { return *budget_; }
 
  private:
+  // The one path that frees a session, once it is out of sessions_: ends its stream with
+  // `status`, counts it, and drops the manager's reference.
+  void Free(std::shared_ptr<Session> session, EndReason reason, const grpc::Status& status);
+
   const SessionManagerOptions options_;
   KvBudget* const budget_;
   ServerMetrics* const metrics_;

@@ -124,6 +124,7 @@ void StreamReactor::HandleRequestLocked(Ops& ops, bool& end_session) {
     const Session::EnqueueResult queued = session->Enqueue(
         shared_from_this(), std::move(*request_.mutable_frame()), refusal,
         env_->sessions->clock()->Now());
+    if (queued.dropped) return;  // resumed elsewhere: Detached(ABORTED) is on its way
     ++outstanding_;
     if (queued.schedule) env_->scheduler->Schedule(session);
     if (!refusal.ok()) {
@@ -266,6 +267,10 @@ void StreamReactor::HandleOpen(const v1::OpenSession& open) {
           " bytes");
   Session::AttachResult attached =
       (*session)->Attach(shared_from_this(), std::nullopt, env_->sessions->clock()->Now());
+  if (attached.closed) {
+    Detached(grpc::Status(grpc::StatusCode::ABORTED, "the session was closed"));
+    return;
+  }
   Attached(std::move(attached.messages));
 }
 
@@ -293,6 +298,11 @@ void StreamReactor::HandleResume(const v1::ResumeSession& resume) {
   if (resume.has_last_received_sequence()) last_received = resume.last_received_sequence();
   Session::AttachResult attached =
       (*session)->Attach(shared_from_this(), last_received, env_->sessions->clock()->Now());
+  if (attached.closed) {
+    env_->metrics->SessionRejected("not_found");
+    Detached(grpc::Status(grpc::StatusCode::NOT_FOUND, "the session expired or was closed"));
+    return;
+  }
   if (attached.previous != nullptr) {
     attached.previous->Detached(
         grpc::Status(grpc::StatusCode::ABORTED, "the session was resumed on another stream"));

@@ -173,6 +173,8 @@ TEST_F(SchedulerTest, StopFinishesTheRunningTaskAndDropsTheRest) {
   Scheduler scheduler(1, RecordingRunner());
   absl::Notification started;
   std::atomic<bool> finished{false};
+  // Reserved before the task starts waiting, so the task cannot see the budget empty too early.
+  std::shared_ptr<Session> a = NewSession("A", *budget.Reserve(10));
   // The running task lasts until Stop drops the queued session: its reservation then returns.
   scheduler.Run([&] {
     started.Notify();
@@ -180,7 +182,6 @@ TEST_F(SchedulerTest, StopFinishesTheRunningTaskAndDropsTheRest) {
     finished = true;
   });
   started.WaitForNotification();
-  std::shared_ptr<Session> a = NewSession("A", *budget.Reserve(10));
   ASSERT_TRUE(Enqueue(*a, 1, 1));
   scheduler.Schedule(std::move(a));
   scheduler.Run([this] { Note("dropped task"); });

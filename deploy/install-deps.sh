@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian package streamkv needs to build, test and run. Idempotent and
 # non-interactive; run as root (CI) or with sudo. Set STREAMKV_CORE_ONLY=1 to skip the server's
-# dependencies (gRPC, Protobuf, prometheus-cpp, Prometheus).
+# dependencies (gRPC, Protobuf, prometheus-cpp, Prometheus) and the test tools;
+# STREAMKV_NO_DEPLOY_TOOLS=1 to skip only the latter (the Docker build does).
 set -euo pipefail
 
 core=(
@@ -15,8 +16,21 @@ server=(
   prometheus-cpp-dev prometheus
 )
 
+# Tools of the integration and deployment tests (tests/integration, tests/interop, tests/deploy),
+# as package=command: a package is skipped when its command is already installed from elsewhere
+# (kubectl from Google's repository, node and npm from NodeSource's), whose packages conflict with
+# Debian's.
+tools=(kubernetes-client=kubectl nodejs=node npm=npm curl=curl jq=jq openssl=openssl)
+
 packages=("${core[@]}")
-[ "${STREAMKV_CORE_ONLY:-0}" = 1 ] || packages+=("${server[@]}")
+if [ "${STREAMKV_CORE_ONLY:-0}" != 1 ]; then
+  packages+=("${server[@]}")
+  if [ "${STREAMKV_NO_DEPLOY_TOOLS:-0}" != 1 ]; then
+    for entry in "${tools[@]}"; do
+      command -v "${entry#*=}" >/dev/null || packages+=("${entry%%=*}")
+    done
+  fi
+fi
 
 missing=()
 for p in "${packages[@]}"; do

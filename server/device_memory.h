@@ -1,8 +1,10 @@
-// Memory figures of the model device, for budgets and the GPU metrics.
+// Memory figures of the model device and the resources of this process, for budgets, worker
+// counts and the GPU metrics.
 #pragma once
 
 #include <cstdint>
 #include <optional>
+#include <string>
 
 #include <c10/core/Device.h>
 
@@ -18,7 +20,13 @@ struct DeviceMemory {
 // The figures of a CUDA device; nullopt for the CPU or a build without CUDA.
 std::optional<DeviceMemory> QueryDeviceMemory(c10::Device device);
 
-// Physical memory of this machine in bytes.
-int64_t PhysicalMemoryBytes();
+// Memory this process may use in bytes: the machine's physical memory, or the cgroup's limit
+// (cgroup v2 memory.max, e.g. a Kubernetes memory limit) when lower. `cgroup_memory_max` is the
+// file to read (a parameter for tests).
+int64_t AvailableMemoryBytes(const std::string& cgroup_memory_max = "/sys/fs/cgroup/memory.max");
+
+// CPU cores this process may use: the hardware's, or the cgroup's quota rounded up when lower
+// (cgroup v2 cpu.max "<quota> <period>", e.g. a Kubernetes CPU limit).
+int AvailableCores(const std::string& cgroup_cpu_max = "/sys/fs/cgroup/cpu.max");
 
 }  // namespace streamkv::server

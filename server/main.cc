@@ -15,7 +15,6 @@
 #include <fstream>
 #include <sstream>
 #include <string>
-#include <thread>
 
 #include <ATen/Parallel.h>
 #include <torch/version.h>
@@ -48,11 +47,12 @@ ABSL_FLAG(std::string, model_name, "",
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N]");
 ABSL_FLAG(std::string, backbone_dtype, "auto",
           "auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16");
-ABSL_FLAG(int, workers, 0, "Model worker threads; 0: 2 on CUDA, min(cores, 4) on CPU");
+ABSL_FLAG(int, workers, 0,
+          "Model worker threads; 0: 2 on CUDA, min(cores, 4) on CPU (cores as the cgroup allows)");
 ABSL_FLAG(int, intra_op_threads, 0, "ATen intra-op threads per worker; 0 keeps ATen's default");
 ABSL_FLAG(ByteSize, kv_budget, ByteSize{0},
           "KV cache bytes for all sessions together; 0: 80% of free GPU memory after loading on "
-          "CUDA, 25% of physical memory on CPU");
+          "CUDA, 25% of memory (physical, or the cgroup's limit when lower) on CPU");
 ABSL_FLAG(ByteSize, session_budget, ByteSize{0},
           "KV budget of a session that asks for none; 0: min(2GiB, --kv_budget / 8)");
 ABSL_FLAG(ByteSize, max_session_budget, ByteSize{0},
@@ -159,14 +159,14 @@ int Run(const sigset_t& signals) {
   ServerOptions options;
   options.listen_address = absl::GetFlag(FLAGS_listen);
   options.metrics_address = absl::GetFlag(FLAGS_metrics_listen);
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int cores = AvailableCores();
   options.workers = absl::GetFlag(FLAGS_workers) > 0 ? absl::GetFlag(FLAGS_workers)
                     : placement.device.is_cuda()     ? 2
                                                      : std::min(cores, 4);
   int64_t kv_budget = absl::GetFlag(FLAGS_kv_budget).bytes;
   if (kv_budget == 0) {
     const std::optional<DeviceMemory> gpu = QueryDeviceMemory(placement.device);
-    kv_budget = gpu ? gpu->free_bytes / 10 * 8 : PhysicalMemoryBytes() / 4;
+    kv_budget = gpu ? gpu->free_bytes / 10 * 8 : AvailableMemoryBytes() / 4;
   }
   options.kv_budget_bytes = kv_budget;
   options.max_session_budget_bytes = absl::GetFlag(FLAGS_max_session_budget).bytes > 0

@@ -4,7 +4,7 @@
 #   bench/load_test.sh [build dir] [frames per session]
 build=${1:-build}
 frames=${2:-100}
-source "$(dirname "${BASH_SOURCE[0]}")/../tests/integration/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../tests/lib.sh"
 start_server "$build" --session_budget=64MiB
 server_pid=${pids[0]}
 driver=("$build/bench/streamkv-bench-load" --server="127.0.0.1:$grpc_port" --server_pid="$server_pid"

@@ -11,20 +11,7 @@ repo=$(cd "${1:?usage: check-docker-runtime.sh REPO BUILD_DIR NODE_DIR}" && pwd)
 build=$(cd "${2:?}" && pwd)
 node_dir=$(cd "${3:?}" && pwd)
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-
-work=$(mktemp -d)
-server_pid=""
-cleanup() {
-  [ -z "$server_pid" ] || kill "$server_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fail() {
-  echo "check-docker-runtime: $*" >&2
-  [ -f "$work/server.log" ] && tail -20 "$work/server.log" >&2
-  exit 1
-}
+source "$here/../lib.sh"
 
 image_root=/opt/streamkv
 stage="$work/opt/streamkv"
@@ -50,10 +37,9 @@ command=("${command[@]//$image_root/$stage}")
 env -i LD_LIBRARY_PATH="$stage/lib" "${command[@]}" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 \
     --port_file="$work/ports" 2>"$work/server.log" &
 server_pid=$!
-for _ in $(seq 300); do
-  { [ -f "$work/ports" ] || ! kill -0 "$server_pid" 2>/dev/null; } && break
-  sleep 0.1
-done
+pids+=("$server_pid")
+started() { [ -f "$work/ports" ] || ! kill -0 "$server_pid" 2>/dev/null; }
+await 30 started
 [ -f "$work/ports" ] || fail "the image's command did not start the server: ${command[*]}"
 grpc_port=$(sed -n 's/^grpc_port=//p' "$work/ports")
 env -i LD_LIBRARY_PATH="$stage/lib" "$stage/bin/streamkv-client" --server="127.0.0.1:$grpc_port" \
@@ -62,6 +48,6 @@ grep -q "^model stream3r-tiny (default)" "$work/describe" || fail "the image doe
 kill -TERM "$server_pid"
 rc=0
 wait "$server_pid" || rc=$?
-server_pid=""
+pids=()  # reaped: never signal its (reusable) id again
 [ "$rc" = 0 ] || fail "the server exited $rc on SIGTERM"
 echo "check-docker-runtime: staged tree is self-contained; '${command[*]//$stage/$image_root}' serves stream3r-tiny and exits 0 on SIGTERM"

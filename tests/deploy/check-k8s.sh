@@ -11,6 +11,7 @@ repo=$(cd "${1:?usage: check-k8s.sh REPO BUILD_DIR NODE_DIR}" && pwd)
 build=$(cd "${2:?}" && pwd)
 node_dir=$(cd "${3:?}" && pwd)
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/../lib.sh"
 export NODE_PATH="$node_dir/node_modules"
 
 for tool in kubectl node; do
@@ -22,15 +23,6 @@ make_model="$build/models/streamkv-make-tiny-model"
 for binary in "$server" "$client" "$make_model"; do
   [ -x "$binary" ] || { echo "check-k8s: $binary is missing; build it first" >&2; exit 1; }
 done
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 # 1. Render.
 mkdir -p "$work/rendered"
@@ -61,16 +53,6 @@ node "$here/validate-manifests.js" "$repo" "$work/rendered" "$work/variants"
 # 3. Run the server as each variant's pod would.
 "$make_model" --out_dir="$work/image-model" >/dev/null
 
-# poll TENTHS COMMAND...: runs COMMAND every 0.1 s until it succeeds (0) or TENTHS tries pass (1).
-poll() {
-  local tries=$1
-  shift
-  for _ in $(seq "$tries"); do
-    "$@" && return 0
-    sleep 0.1
-  done
-  return 1
-}
 # started PID FILE: the server wrote its port file, or it exited (then FILE is missing).
 started() { [ -f "$2" ] || ! kill -0 "$1" 2>/dev/null; }
 # expected DIR KEY: what validate-manifests.js read from the variant's flags and pod spec.
@@ -111,7 +93,7 @@ for variant in base cpu gpu; do
   "$server" "${args[@]}" "${overrides[@]}" 2>"$dir/log" &
   pid=$!
   pids+=("$pid")
-  if ! poll 300 started "$pid" "$dir/ports" || [ ! -f "$dir/ports" ]; then
+  if ! await 30 started "$pid" "$dir/ports" || [ ! -f "$dir/ports" ]; then
     cat "$dir/log" >&2
     echo "check-k8s: $variant: the server did not start" >&2
     exit 1
@@ -130,7 +112,7 @@ for variant in base cpu gpu; do
   client_pid=$!
   pids+=("$client_pid")
   metrics_port=$(sed -n 's/^metrics_port=//p' "$dir/ports")
-  if ! poll 300 processing "127.0.0.1:$metrics_port/metrics"; then
+  if ! await 30 processing "127.0.0.1:$metrics_port/metrics"; then
     cat "$dir/client.log" "$dir/log" >&2
     echo "check-k8s: $variant: the client's frames are not processed" >&2
     exit 1

@@ -10,6 +10,7 @@ repo=$(cd "${1:?usage: check-promql.sh REPO BUILD_DIR NODE_DIR}" && pwd)
 build=$(cd "${2:?}" && pwd)
 node_dir=$(cd "${3:?}" && pwd)
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/../lib.sh"
 export NODE_PATH="$node_dir/node_modules"
 
 # The labels the ServiceMonitor's scrape gives a pod's series on Kubernetes.
@@ -27,44 +28,11 @@ for binary in "$server" "$client"; do
   [ -x "$binary" ] || { echo "check-promql: $binary is missing; build it first" >&2; exit 1; }
 done
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fail() {
-  echo "check-promql: $*" >&2
-  for log in "$work"/*.log; do
-    [ -f "$log" ] && { echo "--- $(basename "$log")" >&2; tail -20 "$log" >&2; }
-  done
-  exit 1
-}
-# poll TENTHS COMMAND...: runs COMMAND every 0.1 s until it succeeds (0) or TENTHS tries pass (1).
-poll() {
-  local tries=$1
-  shift
-  for _ in $(seq "$tries"); do
-    "$@" && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
 # Server on free ports; a detached session stays for the whole check (--resume_grace).
-"$server" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 --port_file="$work/ports" \
-    --workers=2 --kv_budget=1GiB --session_budget=128MiB --resume_grace=10m \
-    2>"$work/server.log" &
-pids+=($!)
-poll 300 test -f "$work/ports" || fail "the server did not start"
-grpc_port=$(sed -n 's/^grpc_port=//p' "$work/ports")
-metrics_port=$(sed -n 's/^metrics_port=//p' "$work/ports")
+start_server "$build" --workers=2 --kv_budget=1GiB --session_budget=128MiB --resume_grace=10m
 
 # Prometheus on a free port, scraping the server every second, with the alert rules.
-prometheus_port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => {
-  console.log(s.address().port); s.close(); })')
+prometheus_port=$(free_port)
 cat >"$work/prometheus.yml" <<EOF
 global:
   scrape_interval: 1s
@@ -88,7 +56,7 @@ scraped() {
   curl -sf "$prometheus_url/api/v1/query" --data-urlencode "query=up{job=\"$job\"} == 1" |
     grep -q '"value"'
 }
-poll 300 scraped || fail "Prometheus did not scrape the server"
+await 30 scraped || fail "Prometheus did not scrape the server"
 
 # Traffic: every policy, with evictions; one session left open; one refused open.
 run_client() {

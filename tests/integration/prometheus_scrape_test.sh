@@ -3,7 +3,7 @@
 # PromQL query returns the per-layer cached tokens of the session a client left open.
 #   prometheus_scrape_test.sh <build dir>
 build=$1
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 start_server "$build"
 
 # Leave a session open: 1 sink frame + 2 recent frames of 37 tokens in each of 4 layers.

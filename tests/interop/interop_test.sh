@@ -3,7 +3,7 @@
 #   interop_test.sh <build dir>
 build=$1
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-source "$here/../integration/lib.sh"
+source "$here/../lib.sh"
 # The test and its dependencies (from the committed lockfile) in a scratch folder.
 cp "$here/package.json" "$here/package-lock.json" "$here/interop.test.mjs" "$work/"
 (cd "$work" && npm ci --ignore-scripts --no-audit --no-fund) >"$work/npm.log" 2>&1 ||

@@ -1,5 +1,6 @@
-# Shared by the shell integration tests: a work folder cleaned up on exit, background processes
-# killed on exit, failure with logs, polling, free ports, and starting streamkv-server.
+# Shared by the shell tests (tests/integration, tests/interop, tests/deploy) and
+# bench/load_test.sh: a work folder removed on exit, background processes (in `pids`) killed on
+# exit, failing with the logs, polling, free ports, and starting streamkv-server.
 set -euo pipefail
 work=$(mktemp -d)
 pids=()
@@ -10,9 +11,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Prints the message and the tail of every log in $work, then exits 1.
+# Prints the message (after the script's name) and the tail of every log in $work; exits 1.
 fail() {
-  echo "FAIL: $*" >&2
+  echo "$(basename "$0" .sh): FAIL: $*" >&2
   for log in "$work"/*.log; do
     [ -e "$log" ] || continue
     echo "--- $(basename "$log")" >&2

@@ -54,3 +54,31 @@ start_server() {
   grpc_port=$(sed -n 's/^grpc_port=//p' "$work/ports")
   metrics_port=$(sed -n 's/^metrics_port=//p' "$work/ports")
 }
+
+# start_prometheus [RULE_FILE [LABEL=VALUE...]]: starts a real Prometheus on a free port scraping
+# the server's metrics_port every second (job "streamkv", with the given target labels and rule
+# file), sets prometheus_url, and waits for its first successful scrape.
+start_prometheus() {
+  local rules=${1:-}
+  shift || true
+  local port
+  port=$(free_port)
+  {
+    echo "global: {scrape_interval: 1s, evaluation_interval: 1s}"
+    [ -z "$rules" ] || echo "rule_files: [\"$rules\"]"
+    echo "scrape_configs:"
+    echo "  - job_name: streamkv"
+    echo "    static_configs:"
+    echo "      - targets: [\"127.0.0.1:$metrics_port\"]"
+    echo "        labels: {$(printf '%s, ' "${@/=/: }" | sed 's/, $//')}"
+  } >"$work/prometheus.yml"
+  prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
+    --web.listen-address="127.0.0.1:$port" >"$work/prometheus.log" 2>&1 &
+  pids+=($!)
+  prometheus_url="http://127.0.0.1:$port"
+  scraped() {
+    curl -sf "$prometheus_url/api/v1/query" --data-urlencode 'query=up{job="streamkv"} == 1' |
+      grep -q '"value"'
+  }
+  await 60 scraped || fail "Prometheus did not scrape the server"
+}

@@ -13,8 +13,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../lib.sh"
 export NODE_PATH="$node_dir/node_modules"
 
-# The labels the ServiceMonitor's scrape gives a pod's series on Kubernetes.
-job=streamkv
+# The labels the ServiceMonitor's scrape gives a pod's series on Kubernetes (start_prometheus
+# names the job "streamkv", as the ServiceMonitor does).
 namespace=streamkv
 pod=streamkv-ci-0
 model=stream3r-tiny
@@ -31,32 +31,9 @@ done
 # Server on free ports; a detached session stays for the whole check (--resume_grace).
 start_server "$build" --workers=2 --kv_budget=1GiB --session_budget=128MiB --resume_grace=10m
 
-# Prometheus on a free port, scraping the server every second, with the alert rules.
-prometheus_port=$(free_port)
-cat >"$work/prometheus.yml" <<EOF
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-rule_files:
-  - $repo/deploy/prometheus/streamkv-alerts.yaml
-scrape_configs:
-  - job_name: $job
-    static_configs:
-      - targets: ["127.0.0.1:$metrics_port"]
-        labels:
-          namespace: $namespace
-          pod: $pod
-EOF
-prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
-    --web.listen-address="127.0.0.1:$prometheus_port" >"$work/prometheus.log" 2>&1 &
-pids+=($!)
-prometheus_url="http://127.0.0.1:$prometheus_port"
-# Rates need a sample from before the traffic: wait for the first scrape.
-scraped() {
-  curl -sf "$prometheus_url/api/v1/query" --data-urlencode "query=up{job=\"$job\"} == 1" |
-    grep -q '"value"'
-}
-await 30 scraped || fail "Prometheus did not scrape the server"
+# Prometheus scraping the server every second with the alert rules; rates need a sample from
+# before the traffic, so this waits for the first scrape.
+start_prometheus "$repo/deploy/prometheus/streamkv-alerts.yaml" namespace="$namespace" pod="$pod"
 
 # Traffic: every policy, with evictions; one session left open; one refused open.
 run_client() {

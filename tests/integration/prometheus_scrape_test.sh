@@ -16,23 +16,12 @@ curl -sf "http://127.0.0.1:$metrics_port/metrics" >"$work/metrics.txt" || fail "
 promtool check metrics <"$work/metrics.txt" >"$work/promtool.log" 2>&1 ||
   fail "promtool check metrics: $(cat "$work/promtool.log")"
 
-prometheus_port=$(free_port)
-cat >"$work/prometheus.yml" <<YAML
-global:
-  scrape_interval: 1s
-scrape_configs:
-  - job_name: streamkv
-    static_configs:
-      - targets: ["127.0.0.1:$metrics_port"]
-YAML
-prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
-  --web.listen-address="127.0.0.1:$prometheus_port" >"$work/prometheus.log" 2>&1 &
-pids+=($!)
+start_prometheus
 
 query='streamkv_cache_tokens{cache="backbone",policy="sliding_window"}'
 # Per layer "layer=tokens", sorted; empty until Prometheus has scraped the session.
 layers() {
-  curl -sf --get "http://127.0.0.1:$prometheus_port/api/v1/query" --data-urlencode "query=$query" |
+  curl -sf --get "$prometheus_url/api/v1/query" --data-urlencode "query=$query" |
     jq -r '.data.result[] | "\(.metric.layer)=\(.value[1])"' | sort | paste -sd' '
 }
 expected="0=111 1=111 2=111 3=111"

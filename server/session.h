@@ -163,6 +163,7 @@ class Session {
   const Limits limits_;
   ServerMetrics* const metrics_;
   const absl::Time opened_at_;
+  // Declared before work_, so destroyed after it: the budget share returns once the cache is gone.
   KvBudget::Reservation reservation_;
   SessionWork work_;  // see the class comment
 

@@ -122,6 +122,10 @@ TEST_F(StreamTest, StreamsFramesAndAnswersWithOutputsAndCacheState) {
   EXPECT_EQ(response.ended().frames_processed(), 5u);
   EXPECT_FALSE((*stream)->Read(&response));
   EXPECT_TRUE((*stream)->Finish().ok());
+  // The worker that answered the last frame may still hold the session for a moment after the
+  // call ends; the cache (and its gauges) go with it, then the reservation.
+  ASSERT_TRUE(
+      server_->sessions().budget().AwaitReservedAtMost(0, absl::Now() + absl::Seconds(30)));
   EXPECT_EQ(MetricValue(*server_,
                         "streamkv_cache_tokens{cache=\"backbone\",layer=\"2\",model=\"stream3r-"
                         "tiny\",policy=\"sliding_window\"}"),

@@ -17,7 +17,6 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "client/client.h"
 #include "client/frame_source.h"
@@ -88,10 +87,9 @@ int Run() {
 
   v1::OpenSession open;
   open.set_policy(absl::GetFlag(FLAGS_policy));
-  for (absl::string_view item :
-       absl::StrSplit(absl::GetFlag(FLAGS_policy_params), ',', absl::SkipWhitespace())) {
-    std::pair<std::string, std::string> kv = absl::StrSplit(item, absl::MaxSplits('=', 1));
-    (*open.mutable_policy_params())[kv.first] = kv.second;
+  if (absl::Status s = SetPolicyParams(absl::GetFlag(FLAGS_policy_params), &open); !s.ok()) {
+    std::cerr << "--policy_params: " << s.message() << "\n";
+    return 2;
   }
   open.mutable_outputs()->add_names("pose_enc");  // results stay small: the wire is not the test
   open.set_label("streamkv-bench-load");

@@ -5,13 +5,28 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace streamkv::client {
 
 absl::Status FromGrpc(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+absl::Status SetPolicyParams(absl::string_view text, v1::OpenSession* open) {
+  for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    const size_t eq = item.find('=');
+    if (eq == absl::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("policy parameter '", item,
+                                                     "' is not name=value"));
+    }
+    (*open->mutable_policy_params())[std::string(absl::StripAsciiWhitespace(item.substr(0, eq)))] =
+        std::string(absl::StripAsciiWhitespace(item.substr(eq + 1)));
+  }
+  return absl::OkStatus();
 }
 
 SessionStream::~SessionStream() {

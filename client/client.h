@@ -85,4 +85,8 @@ class Client {
 // grpc::Status as absl::Status (same code and message).
 absl::Status FromGrpc(const grpc::Status& status);
 
+// Parses the command-line form "name=value,name=value" into open->policy_params (the server
+// validates names and values). InvalidArgument naming an item without '='.
+absl::Status SetPolicyParams(absl::string_view text, v1::OpenSession* open);
+
 }  // namespace streamkv::client

@@ -60,8 +60,6 @@ class Server {
   void Shutdown(absl::Duration drain);
 
   SessionManager& sessions() { return *sessions_; }
-  ServerMetrics& metrics() { return *metrics_; }
-  const ServerOptions& options() const { return options_; }
 
  private:
   Server(ServerOptions options, ModelRegistry models);

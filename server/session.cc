@@ -220,6 +220,10 @@ bool Session::AwaitQuiet(absl::Time deadline) const {
 
 Session::State Session::state() const {
   absl::MutexLock lock(&mu_);
+  return StateLocked();
+}
+
+Session::State Session::StateLocked() const {
   if (sink_ == nullptr && !pending_attach_) return State::kDetached;
   return ending_ ? State::kEnding : State::kAttached;
 }
@@ -237,12 +241,12 @@ v1::SessionInfo Session::Info() const {
   info.mutable_policy_params()->insert(spec_.policy_params.begin(), spec_.policy_params.end());
   info.set_label(spec_.label);
   info.set_opened_unix_ms(UnixMillis(opened_at_));
-  switch (state()) {
+  absl::MutexLock lock(&mu_);
+  switch (StateLocked()) {
     case State::kAttached: info.set_state(v1::SessionInfo::STATE_ATTACHED); break;
     case State::kDetached: info.set_state(v1::SessionInfo::STATE_DETACHED); break;
     case State::kEnding: info.set_state(v1::SessionInfo::STATE_ENDING); break;
   }
-  absl::MutexLock lock(&mu_);
   info.set_frames_processed(frames_processed_);
   if (last_processed_sequence_) info.set_last_processed_sequence(*last_processed_sequence_);
   info.set_queued_frames(static_cast<uint32_t>(queue_.size()));

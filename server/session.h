@@ -157,6 +157,7 @@ class Session {
       std::optional<uint64_t> last_received_sequence, bool resumed)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropQueueLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  State StateLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   const SessionSpec spec_;
   const v1::SessionOpened opened_;

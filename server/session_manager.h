@@ -66,7 +66,6 @@ class SessionManager {
   void PublishSessionCounts() const;
 
   Clock* clock() const { return clock_; }
-  const SessionManagerOptions& options() const { return options_; }
   const KvBudget& budget() const { return *budget_; }
 
  private:

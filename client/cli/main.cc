@@ -86,15 +86,8 @@ absl::StatusOr<v1::OpenSession> MakeOpen() {
   v1::OpenSession open;
   open.set_model(absl::GetFlag(FLAGS_model));
   open.set_policy(absl::GetFlag(FLAGS_policy));
-  for (absl::string_view item :
-       absl::StrSplit(absl::GetFlag(FLAGS_policy_params), ',', absl::SkipWhitespace())) {
-    const size_t eq = item.find('=');
-    if (eq == absl::string_view::npos) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--policy_params: '", item, "' is not name=value"));
-    }
-    (*open.mutable_policy_params())[std::string(absl::StripAsciiWhitespace(item.substr(0, eq)))] =
-        std::string(absl::StripAsciiWhitespace(item.substr(eq + 1)));
+  if (absl::Status s = SetPolicyParams(absl::GetFlag(FLAGS_policy_params), &open); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--policy_params: ", s.message()));
   }
   open.set_kv_budget_bytes(absl::GetFlag(FLAGS_kv_budget_bytes));
   for (absl::string_view name :
